@@ -1,0 +1,37 @@
+"""Command line: ``python -m kneeage …``. Everything the app does can be run headless."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@click.group()
+@click.version_option(package_name=None, version=__import__("kneeage").__version__, prog_name="kneeage")
+def main() -> None:
+    """kneeage: bone age from knee radiographs, and the tools to validate it."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--identifying", is_flag=True, help="Also print birth and study dates.")
+def info(files: tuple[str, ...], identifying: bool) -> None:
+    """Print each FILE's metadata as one JSON line, or why it was refused (exit 1 if any was)."""
+    from .errors import KneeageError
+    from .imaging import load_radiograph
+
+    refused = 0
+    for f in files:
+        try:
+            r = load_radiograph(f)
+            out = {"file": f, "ok": True, **r.metadata(identifying)}
+        except KneeageError as e:
+            refused += 1
+            out = {"file": f, "ok": False, "error": str(e)}
+        click.echo(json.dumps(out))
+    sys.exit(1 if refused else 0)

@@ -1,0 +1,245 @@
+"""load_radiograph over pydicom's and pydicom-data's real files, and over PIL formats built here."""
+
+import io
+import struct
+import zlib
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.data
+import pytest
+from PIL import Image
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from kneeage import KneeageError
+from kneeage.errors import RadiographError
+from kneeage.imaging import load_radiograph
+
+ALL_FILES = sorted(pydicom.data.get_testdata_files())
+
+
+def test_pydicom_data_is_installed():
+    names = {Path(f).name for f in ALL_FILES}
+    assert {"RG1_UNCI.dcm", "RG3_J2KR.dcm", "MR2_J2KI.dcm"} <= names  # from pydicom-data
+    assert len(ALL_FILES) > 200
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=[str(Path(f).relative_to(Path(f).parents[1])) for f in ALL_FILES])
+def test_every_test_file_loads_or_is_refused_readably(path):
+    try:
+        r = load_radiograph(path)
+    except KneeageError as e:
+        msg = str(e)
+        assert msg.startswith(Path(path).name + ": ") and msg.endswith(".")
+        assert len(msg) < 400 and "\n" not in msg
+        return
+    assert r.pixels.dtype == np.float32 and r.pixels.ndim == 2
+    assert 0.0 <= float(r.pixels.min()) and float(r.pixels.max()) <= 1.0
+    assert min(r.shape) >= 64
+    assert len(r.content_hash) == 64
+
+
+@pytest.mark.parametrize(
+    "name, syntax",
+    [
+        ("CT_small.dcm", "1.2.840.10008.1.2.1"),  # explicit little endian
+        ("MR_small_implicit.dcm", "1.2.840.10008.1.2"),  # implicit little endian
+        ("MR_small_bigendian.dcm", "1.2.840.10008.1.2.2"),  # explicit big endian
+        ("image_dfl.dcm", "1.2.840.10008.1.2.1.99"),  # deflated
+        ("MR_small_RLE.dcm", "1.2.840.10008.1.2.5"),  # RLE
+        ("JPGExtended.dcm", "1.2.840.10008.1.2.4.51"),  # JPEG extended
+        ("JPEG-LL.dcm", "1.2.840.10008.1.2.4.70"),  # JPEG lossless SV1
+        ("MR_small_jpeg_ls_lossless.dcm", "1.2.840.10008.1.2.4.80"),  # JPEG-LS
+        ("MR_small_jp2klossless.dcm", "1.2.840.10008.1.2.4.90"),  # JPEG 2000 lossless
+        ("RG1_J2KI.dcm", "1.2.840.10008.1.2.4.91"),  # JPEG 2000
+    ],
+)
+def test_transfer_syntaxes_decode(name, syntax):
+    r = load_radiograph(pydicom.data.get_testdata_file(name))
+    assert r.transfer_syntax == syntax
+    assert r.pixels.std() > 0.01
+
+
+def test_jpeg2000_matches_uncompressed_original():
+    a = load_radiograph(pydicom.data.get_testdata_file("RG3_UNCR.dcm")).pixels
+    b = load_radiograph(pydicom.data.get_testdata_file("RG3_J2KR.dcm")).pixels
+    assert np.allclose(a, b, atol=1e-6)  # lossless
+
+
+@pytest.mark.parametrize("name", ["RG1_UNCI.dcm", "RG1_J2KR.dcm", "RG3_UNCR.dcm", "RG3_J2KI.dcm"])
+def test_monochrome1_cr_comes_out_bone_bright(name):
+    r = load_radiograph(pydicom.data.get_testdata_file(name))
+    assert r.photometric_interpretation == "MONOCHROME1" and r.modality == "CR"
+    raw = pydicom.dcmread(pydicom.data.get_testdata_file(name)).pixel_array.astype(float)
+    # MONOCHROME1 stores bone low: the decoded image must be the inverse.
+    assert np.corrcoef(raw.ravel()[::97], r.pixels.ravel()[::97])[0, 1] < -0.9
+
+
+def test_rg3_leg_bone_brighter_than_soft_tissue_brighter_than_air():
+    p = load_radiograph(pydicom.data.get_testdata_file("RG3_UNCR.dcm")).pixels
+    row = p[int(0.3 * p.shape[0])]
+    air, soft, bone = row[500:640].mean(), row[740:780].mean(), row[860:900].mean()
+    assert air < 0.15 < soft < bone
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("rtplan.dcm", "no image pixel data"),
+        ("waveform_ecg.dcm", "no image pixel data"),
+        ("test-SR.dcm", "no image pixel data"),
+        ("liver.dcm", "segmentation"),
+        ("rtdose.dcm", "dose"),
+        ("SC_rgb.dcm", "colour"),
+        ("OBXXXX1A.dcm", "colour"),
+        ("emri_small.dcm", "multi-frame"),
+        ("MR_truncated.dcm", "pixel data"),
+        ("JPEGLSNearLossless_08.dcm", "under the minimum of 64 px"),
+        ("README.txt", "not an image file"),
+    ],
+)
+def test_refusals_name_file_and_reason(name, words):
+    with pytest.raises(RadiographError) as ei:
+        load_radiograph(pydicom.data.get_testdata_file(name))
+    assert name in str(ei.value) and words in str(ei.value)
+    assert isinstance(ei.value, KneeageError)
+
+
+def _dicom(pixels, photometric="MONOCHROME2", **tags) -> bytes:
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _ramp(h=80, w=96):
+    return np.tile(np.linspace(0, 4095, w), (h, 1))
+
+
+def test_dicom_metadata_and_age_from_dates():
+    data = _dicom(_ramp(), PatientSex="F", PatientBirthDate="20150310", StudyDate="20250310",
+                  ImageLaterality="L", ViewPosition="AP", BodyPartExamined="KNEE", PixelSpacing=[0.15, 0.15])
+    r = load_radiograph(io.BytesIO(data), name="knee.dcm")
+    assert (r.sex, r.laterality, r.view, r.body_part, r.modality) == ("F", "L", "AP", "KNEE", "CR")
+    assert r.birth_date == date(2015, 3, 10) and r.study_date == date(2025, 3, 10)
+    assert r.chronological_age_months == pytest.approx(120.0, abs=0.1)
+    assert r.pixel_spacing_mm == (0.15, 0.15) and r.bits_stored == 12
+    assert "birth_date" not in r.metadata() and r.metadata(identifying=True)["birth_date"] == "2015-03-10"
+    assert r.pixels[0, 0] == 0.0 and r.pixels[0, -1] == 1.0
+
+
+@pytest.mark.parametrize("age, months", [("012Y", 144.0), ("006M", 6.0), ("052W", 52 * 7 / (365.25 / 12)), ("010D", 10 / (365.25 / 12))])
+def test_age_from_patient_age(age, months):
+    r = load_radiograph(_dicom(_ramp(), PatientAge=age))
+    assert r.chronological_age_months == pytest.approx(months)
+
+
+def test_monochrome1_is_inverted_and_window_applied():
+    m2 = load_radiograph(_dicom(_ramp())).pixels
+    m1 = load_radiograph(_dicom(_ramp(), photometric="MONOCHROME1")).pixels
+    assert np.allclose(m1, 1 - m2)
+    win = load_radiograph(_dicom(_ramp(), WindowCenter=2048, WindowWidth=1024)).pixels
+    assert win[0, 0] == 0.0 and win[0, -1] == 1.0
+    assert (win == 0).mean() > 0.3 and (win == 1).mean() > 0.3  # clipped outside the window
+
+
+def test_truncated_dicom_pixel_data_refused():
+    data = _dicom(_ramp())
+    with pytest.raises(RadiographError, match="cut.dcm: .*(truncated|pixel data)"):
+        load_radiograph(data[:-500], name="cut.dcm")
+
+
+def _png_bytes(arr, mode=None, fmt="PNG", **kw):
+    buf = io.BytesIO()
+    (Image.fromarray(arr, mode) if mode else Image.fromarray(arr)).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_png_8_and_16_bit_jpeg_tiff():
+    ramp8 = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (70, 1))
+    for fmt in ("PNG", "JPEG", "TIFF"):
+        r = load_radiograph(_png_bytes(ramp8, fmt=fmt), name=f"x.{fmt.lower()}")
+        assert r.format == fmt and r.bits_stored == 8
+        assert r.pixels[:, 5].mean() < 0.1 and r.pixels[:, -5].mean() > 0.9
+    ramp16 = np.tile(np.linspace(0, 60000, 128).astype(np.uint16), (70, 1))
+    for fmt in ("PNG", "TIFF"):
+        r = load_radiograph(_png_bytes(ramp16, fmt=fmt), name=f"y.{fmt.lower()}")
+        assert r.bits_stored == 16 and r.pixels.max() == 1.0
+        assert np.allclose(r.pixels[0], np.linspace(0, 1, 128), atol=1e-4)
+
+
+def test_grayscale_saved_as_rgb_is_accepted_colour_refused():
+    g = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (70, 1))
+    assert load_radiograph(_png_bytes(np.stack([g, g, g], -1))).shape == (70, 128)
+    c = np.stack([g, g[:, ::-1], g], -1)
+    with pytest.raises(RadiographError, match="colour"):
+        load_radiograph(_png_bytes(c), name="photo.png")
+
+
+def test_palette_multiframe_tiny_truncated_pil_refused(tmp_path):
+    g = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (70, 1))
+    pal = io.BytesIO()
+    Image.fromarray(g).convert("P").save(pal, "PNG")
+    with pytest.raises(RadiographError, match="palette"):
+        load_radiograph(pal.getvalue(), name="p.png")
+    multi = io.BytesIO()
+    Image.fromarray(g).save(multi, "TIFF", save_all=True, append_images=[Image.fromarray(g)])
+    with pytest.raises(RadiographError, match="multi-frame"):
+        load_radiograph(multi.getvalue(), name="m.tif")
+    with pytest.raises(RadiographError, match="under the minimum"):
+        load_radiograph(_png_bytes(g[:40, :40]), name="small.png")
+    noisy = np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)
+    data = _png_bytes(noisy)
+    with pytest.raises(RadiographError, match="trunc.png: .*truncated"):
+        load_radiograph(data[: len(data) // 2], name="trunc.png")
+
+
+def _png_header_only(width, height) -> bytes:
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_refused_before_decoding():
+    with pytest.raises(RadiographError, match="bomb.png: .*megapixels"):
+        load_radiograph(_png_header_only(20000, 20000), name="bomb.png")
+
+
+def test_not_images_and_missing_files(tmp_path):
+    for data, name in [(b"%PDF-1.4 hello", "a.pdf"), (b"case_id,sex\n1,F\n", "m.csv"), (b"\0" * 1000, "zeros.bin")]:
+        with pytest.raises(RadiographError, match=f"{name}: it is not an image file"):
+            load_radiograph(data, name=name)
+    with pytest.raises(RadiographError, match="empty"):
+        load_radiograph(b"", name="e.dcm")
+    with pytest.raises(RadiographError, match="does not exist"):
+        load_radiograph(tmp_path / "nope.dcm")
+
+
+def test_path_bytes_and_file_object_agree(tmp_path):
+    data = _dicom(_ramp(), PatientSex="M")
+    p = tmp_path / "k.dcm"
+    p.write_bytes(data)
+    a, b = load_radiograph(p), load_radiograph(data)
+    with open(p, "rb") as fh:
+        c = load_radiograph(fh)
+    assert a.content_hash == b.content_hash == c.content_hash
+    assert np.array_equal(a.pixels, c.pixels) and c.name == "k.dcm"
