@@ -44,12 +44,137 @@ def info(files: tuple[str, ...], identifying: bool) -> None:
 @click.option("--size", type=click.IntRange(64, 4096), default=512, show_default=True, help="Image rows (px).")
 @click.option("--hands", is_flag=True, help="Also write each subject's hand film.")
 @click.option("--format", "fmt", type=click.Choice(["dicom", "png"]), default="dicom", show_default=True)
-def synth(n, seed, out, size, hands, fmt):
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Parallel render processes.")
+def synth(n, seed, out, size, hands, fmt, workers):
     """Write a synthetic cohort (phantom DICOMs, manifest.csv, truth.csv). NOT PATIENT DATA."""
     from tqdm import tqdm
 
     from .phantom import write_cohort
 
     with tqdm(total=n, unit="case", disable=None) as bar:
-        write_cohort(out, n, seed=seed, size=size, hands=hands, fmt=fmt, progress=lambda i, _n: bar.update(1))
+        write_cohort(out, n, seed=seed, size=size, hands=hands, fmt=fmt, workers=workers,
+                     progress=lambda i, _n: bar.update(1))
     click.echo(f"wrote {n} synthetic cases to {out}/manifest.csv (truth in {out}/truth.csv)")
+
+
+@main.command()
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Model directory to write.")
+@click.option("--label", "label_column", default="reference_bone_age_months", show_default=True, help="Label column.")
+@click.option("--image-column", default="image", show_default=True, help="Image column (hand_image for a hand model).")
+@click.option("--body-part", type=click.Choice(["knee", "hand"]), default="knee", show_default=True)
+@click.option("--arch", default="kneeage_convnext_zepto", show_default=True, help="timm convnext_* name or kneeage variant.")
+@click.option("--input-size", type=click.IntRange(32, 1024), default=256, show_default=True)
+@click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--patience", type=click.IntRange(1), default=6, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--crop", default="auto", show_default=True, help="full, auto (manifest crop_box wins where given).")
+@click.option("--no-sex", is_flag=True, help="Image only: do not give the network the patient's sex.")
+@click.option("--chron-age", is_flag=True, help="Also give the network the chronological age.")
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False), help="Start the backbone from this (hand) model.")
+@click.option("--name", default="kneeage model", show_default=True)
+@click.option("--training-data", default="", help="Free-text description of the training data for the model card.")
+@click.option("--synthetic-demo", is_flag=True, help="Mark the model as trained on synthetic phantoms (shown with its numbers).")
+def train(manifest, out, label_column, image_column, body_part, arch, input_size, folds, epochs, patience, batch_size,
+          lr, seed, crop, no_sex, chron_age, init_from, name, training_data, synthetic_demo):
+    """Train a k-fold ensemble (resumable; runs under torchrun with DDP)."""
+    from .model import ModelConfig
+    from .train import TrainSettings
+    from .train import train as run_train
+
+    cfg = ModelConfig(arch=arch, input_size=input_size, use_sex=not no_sex, use_chron_age=chron_age, body_part=body_part)
+    st = TrainSettings(label_column=label_column, image_column=image_column, folds=folds, epochs=epochs,
+                       patience=patience, batch_size=batch_size, lr=lr, seed=seed, crop=crop, init_from=init_from,
+                       training_data=training_data, synthetic_demo=synthetic_demo)
+    card = _guard(lambda: run_train(manifest, out, cfg, st, name=name, log=lambda m: click.echo(m, err=True)))
+    if card is not None:
+        click.echo(json.dumps({"model_dir": out, "oof_mae": card.results["oof_mae"],
+                               "interval_coverage": card.interval["oof_coverage"]}))
+
+
+@main.command()
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--hand-model", type=click.Path(exists=True, file_okay=False), required=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of updating the manifest.")
+@click.option("--column", default="pseudo_bone_age_months", show_default=True)
+def pseudolabel(manifest, hand_model, out, column):
+    """Label each case by running a hand bone-age model on its paired hand film."""
+    from tqdm import tqdm
+
+    from .predict import pseudolabel as run
+
+    with tqdm(unit="case", disable=None) as bar:
+        df = _guard(lambda: run(manifest, hand_model, out, column, progress=lambda i, n: (setattr(bar, "total", n), bar.update(1))))
+    click.echo(f"wrote {df[column].notna().sum()} pseudo-labels to column {column!r} of {out or manifest}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--sex", type=click.Choice(["F", "M"]), help="Patient sex (else taken from each DICOM).")
+@click.option("--age", "chron", type=float, help="Chronological age in months (else from the DICOM).")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Model directory (default: the bundled demo).")
+@click.option("--crop", default="auto", show_default=True, help="full, auto, or x0,y0,x1,y1 in pixels.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
+def predict(files, sex, chron, model_dir, crop, as_json):
+    """Estimate bone age for knee radiographs (exit 1 if any file could not be read)."""
+    from .errors import KneeageError
+    from .imaging import load_radiograph
+    from .predict import DEFAULT_MODEL_DIR, Predictor, years_months
+
+    pred = _guard(lambda: Predictor(model_dir or DEFAULT_MODEL_DIR))
+    failed = 0
+    for f in files:
+        try:
+            r = load_radiograph(f)
+            s = sex or r.sex
+            if s not in ("F", "M"):
+                raise KneeageError(f"{f}: the file gives no sex; pass --sex F or --sex M.")
+            p = pred.predict(r.pixels, s, chron if chron is not None else r.chronological_age_months, box=crop, body_part=r.body_part)
+        except KneeageError as e:
+            failed += 1
+            click.echo(json.dumps({"file": f, "error": str(e)}) if as_json else f"{f}: ERROR {e}")
+            continue
+        lo, hi = p.interval_months
+        if as_json:
+            click.echo(json.dumps({"file": f, "sex": s, "bone_age_months": round(p.bone_age_months, 2),
+                                   "interval_months": [round(lo, 2), round(hi, 2)], "flags": list(p.flags),
+                                   "fold_values_months": [round(v, 2) for v in p.fold_values_months],
+                                   "model": p.model_name, "model_hash": p.model_hash, "synthetic_demo": p.synthetic_demo}))
+        else:
+            demo = "  [synthetic demo model, not clinical]" if p.synthetic_demo else ""
+            click.echo(f"{f}: bone age {years_months(p.bone_age_months)} ({p.bone_age_months:.1f} mo), "
+                       f"{p.interval_level:.0%} interval {lo:.1f}-{hi:.1f} mo; flags: {', '.join(p.flags) or 'none'}{demo}")
+    sys.exit(1 if failed else 0)
+
+
+def _guard(fn):
+    """Run fn; turn a KneeageError into one line on stderr and exit status 2."""
+    from .errors import KneeageError
+
+    try:
+        return fn()
+    except KneeageError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), required=True)
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False), help="truth.csv of a synthetic cohort.")
+@click.option("--crop", default="auto", show_default=True)
+@click.option("--cases", type=click.Path(dir_okay=False), help="Also write per-case predictions (CSV).")
+def evaluate(model_dir, manifest, truth, crop, cases):
+    """MAE of a model on a manifest against every reference column (and truth), as JSON."""
+    import pandas as pd
+
+    from .evaluate import predict_manifest, summarise
+    from .predict import Predictor
+
+    df = _guard(lambda: predict_manifest(Predictor(model_dir), manifest, crop))
+    if cases:
+        df.to_csv(cases, index=False)
+    click.echo(json.dumps(summarise(df, pd.read_csv(truth) if truth else None)))

@@ -507,8 +507,49 @@ def write_dicom(path, stored: np.ndarray, truth: PhantomTruth, *, birth, study, 
     ds.save_as(path, enforce_file_format=True)
 
 
+def _write_subject(args) -> tuple[dict, dict]:
+    """Render and write subject ``i`` of cohort ``seed`` (its own random stream: results do not depend
+    on how many workers write the cohort)."""
+    from datetime import date, timedelta
+    from pathlib import Path
+
+    from PIL import Image
+
+    out, i, seed, size, hands, fmt = args
+    out = Path(out)
+    rng = np.random.default_rng([seed, i])
+    sex = "F" if rng.random() < 0.5 else "M"
+    days = int(rng.integers(14, int(18 * 365.25)))
+    chron = days / MONTH_DAYS
+    true_ba = float(max(0.0, chron + rng.normal(0, bone_age_sd_months(chron))))
+    birth = date(2005, 1, 1) + timedelta(days=int(rng.integers(0, 15 * 365)))
+    study = birth + timedelta(days=days)
+    hand_shift = max(int(rng.integers(-91, 92)), -days + 7)  # days, within ±3 months
+    hand_ba = max(0.0, true_ba + hand_shift / MONTH_DAYS)
+    read = hand_ba + rng.normal(0, READER_SD_MONTHS) - hand_shift / MONTH_DAYS
+    case = f"SYN{seed:03d}-{i + 1:05d}"
+    pid = f"{seed:03d}{i + 1:05d}"
+    ext = "dcm" if fmt == "dicom" else "png"
+    knee_name = f"images/{case}_knee.{ext}"
+    hand_name = f"images/{case}_hand.{ext}" if hands else ""
+    films = [(knee_name, render_knee(true_ba, sex, rng, size), study, "KNEE", COHORT_SYNTAXES[i % len(COHORT_SYNTAXES)])]
+    if hands:
+        films.append((hand_name, render_hand(hand_ba, sex, rng, size), study + timedelta(days=hand_shift), "HAND",
+                      COHORT_SYNTAXES[(i + 2) % len(COHORT_SYNTAXES)]))
+    for name, ph, when, part, syntax in films:
+        if fmt == "dicom":
+            write_dicom(out / name, ph.stored, ph.truth, birth=birth, study=when, patient_id=pid, syntax=syntax, body_part=part)
+        else:
+            Image.fromarray((ph.pixels * 65535).astype(np.uint16)).save(out / name)
+    row = {"case_id": case, "image": knee_name, "sex": sex, "chronological_age_months": round(chron, 2),
+           "reference_bone_age_months": round(max(0.0, read), 1), "hand_image": hand_name}
+    truth = {"case_id": case, "true_bone_age_months": round(true_ba, 2), "hand_true_bone_age_months": round(hand_ba, 2),
+             "hand_offset_days": hand_shift}
+    return row, truth
+
+
 def write_cohort(out, n: int, seed: int = 0, size: int = 512, hands: bool = False, fmt: str = "dicom",
-                 progress=None):
+                 progress=None, workers: int = 1):
     """Write ``n`` synthetic subjects under ``out``: images/, manifest.csv and truth.csv.
 
     Chronological ages are uniform over 0-18 years; true bone age = chronological age + N(0, SD(age))
@@ -517,59 +558,28 @@ def write_cohort(out, n: int, seed: int = 0, size: int = 512, hands: bool = Fals
     knee film's date. ``fmt`` is "dicom" (CR, a mix of transfer syntaxes) or "png" (16-bit).
     Returns the manifest as a pandas DataFrame.
     """
-    from datetime import date, timedelta
     from pathlib import Path
 
     import pandas as pd
-    from PIL import Image
 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows, truths = [], []
-    for i in range(n):
-        sex = "F" if rng.random() < 0.5 else "M"
-        days = int(rng.integers(14, int(18 * 365.25)))
-        chron = days / MONTH_DAYS
-        true_ba = float(max(0.0, chron + rng.normal(0, bone_age_sd_months(chron))))
-        birth = date(2005, 1, 1) + timedelta(days=int(rng.integers(0, 15 * 365)))
-        study = birth + timedelta(days=days)
-        hand_shift = int(rng.integers(-91, 92))  # days, within ±3 months
-        hand_shift = max(hand_shift, -days + 7)
-        hand_ba = max(0.0, true_ba + hand_shift / MONTH_DAYS)
-        read = hand_ba + rng.normal(0, READER_SD_MONTHS) - hand_shift / MONTH_DAYS
-        case = f"SYN{seed:03d}-{i + 1:05d}"
-        knee = render_knee(true_ba, sex, rng, size)
-        ext = "dcm" if fmt == "dicom" else "png"
-        knee_name = f"images/{case}_knee.{ext}"
-        hand_name = f"images/{case}_hand.{ext}" if hands else ""
-        pid = f"{seed:03d}{i + 1:05d}"
-        syntax = COHORT_SYNTAXES[i % len(COHORT_SYNTAXES)]
-        if fmt == "dicom":
-            write_dicom(out / knee_name, knee.stored, knee.truth, birth=birth, study=study, patient_id=pid, syntax=syntax)
-        else:
-            Image.fromarray((knee.pixels * 65535).astype(np.uint16)).save(out / knee_name)
-        if hands:
-            hand = render_hand(hand_ba, sex, rng, size)
-            hstudy = study + timedelta(days=hand_shift)
-            if fmt == "dicom":
-                write_dicom(out / hand_name, hand.stored, hand.truth, birth=birth, study=hstudy, patient_id=pid,
-                            syntax=COHORT_SYNTAXES[(i + 2) % len(COHORT_SYNTAXES)], body_part="HAND")
-            else:
-                Image.fromarray((hand.pixels * 65535).astype(np.uint16)).save(out / hand_name)
-        rows.append({
-            "case_id": case,
-            "image": knee_name,
-            "sex": sex,
-            "chronological_age_months": round(chron, 2),
-            "reference_bone_age_months": round(max(0.0, read), 1),
-            "hand_image": hand_name,
-        })
-        truths.append({"case_id": case, "true_bone_age_months": round(true_ba, 2),
-                       "hand_true_bone_age_months": round(hand_ba, 2), "hand_offset_days": hand_shift})
-        if progress:
-            progress(i + 1, n)
-    manifest = pd.DataFrame(rows)
+    jobs = [(str(out), i, seed, size, hands, fmt) for i in range(n)]
+    results = []
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as ex:
+            for k, r in enumerate(ex.map(_write_subject, jobs, chunksize=8)):
+                results.append(r)
+                if progress:
+                    progress(k + 1, n)
+    else:
+        for k, job in enumerate(jobs):
+            results.append(_write_subject(job))
+            if progress:
+                progress(k + 1, n)
+    manifest = pd.DataFrame([r for r, _ in results])
     manifest.to_csv(out / "manifest.csv", index=False)
-    pd.DataFrame(truths).to_csv(out / "truth.csv", index=False)
+    pd.DataFrame([t for _, t in results]).to_csv(out / "truth.csv", index=False)
     return manifest

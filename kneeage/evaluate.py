@@ -1,0 +1,63 @@
+"""Run a model over a manifest and summarise its error against every available reference.
+
+Used by ``python -m kneeage evaluate`` and the replication table (docs/replication.md). Conventions:
+error = estimate − reference (months); MAE is the mean absolute error. "Pull toward chronological
+age" is the least-squares slope of (estimate − true bone age) on (chronological age − true bone age):
+0 means the estimate ignores chronological age, 1 means it simply returns chronological age.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .predict import Predictor
+from .train import load_training_set
+
+
+def predict_manifest(predictor: Predictor, manifest: str | Path, crop: str = "auto", batch: int = 256) -> pd.DataFrame:
+    """The manifest with a ``predicted_bone_age_months`` column (images decoded in parallel)."""
+    manifest = Path(manifest)
+    df = pd.read_csv(manifest)
+    tmp = manifest.parent / f".evaluate_{manifest.stem}.csv"
+    df.assign(_label=0.0).to_csv(tmp, index=False)
+    try:
+        data = load_training_set(tmp, "_label", predictor.input_size, "image", crop)
+    finally:
+        tmp.unlink(missing_ok=True)
+    est = []
+    chron = data.chron.numpy()
+    for i in range(0, len(df), batch):
+        x = data.images[i : i + batch, 0].float().numpy() / 255
+        sexes = ["M" if s else "F" for s in data.sex[i : i + batch].tolist()]
+        est.append(predictor.predict_inputs(x, sexes, chron[i : i + batch])[0])
+    df["predicted_bone_age_months"] = np.concatenate(est).astype(float)
+    return df
+
+
+def _mae(a, b) -> float | None:
+    m = np.isfinite(a) & np.isfinite(b)
+    return float(np.abs(a[m] - b[m]).mean()) if m.any() else None
+
+
+def summarise(df: pd.DataFrame, truth: pd.DataFrame | None = None) -> dict:
+    """MAE of the model (and of chronological age as a naive estimate) against each reference."""
+    if truth is not None:
+        df = df.merge(truth[["case_id", "true_bone_age_months"]], on="case_id", how="left")
+    est = df.predicted_bone_age_months.to_numpy(float)
+    chron = df.chronological_age_months.to_numpy(float) if "chronological_age_months" in df else np.full(len(df), np.nan)
+    out = {"n": int(len(df))}
+    for ref in ("reference_bone_age_months", "pseudo_bone_age_months", "true_bone_age_months"):
+        if ref in df:
+            r = df[ref].to_numpy(float)
+            out[f"mae_vs_{ref.replace('_bone_age_months', '')}"] = _mae(est, r)
+            out[f"chron_age_mae_vs_{ref.replace('_bone_age_months', '')}"] = _mae(chron, r)
+            out[f"bias_vs_{ref.replace('_bone_age_months', '')}"] = float(np.nanmean(est - r))
+    if "true_bone_age_months" in df:
+        t = df.true_bone_age_months.to_numpy(float)
+        x, y = chron - t, est - t
+        m = np.isfinite(x) & np.isfinite(y)
+        out["pull_toward_chron_age"] = float(np.polyfit(x[m], y[m], 1)[0]) if m.sum() > 2 else None
+    return out

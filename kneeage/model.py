@@ -1,0 +1,188 @@
+"""The bone-age network, its checkpoints and the model card.
+
+A timm ConvNeXt backbone (one input channel, never pretrained from a hub, built with
+``num_classes=0`` so it returns pooled features) whose features are joined with the patient's sex
+(and, optionally, chronological age), then a small regression head. The head predicts a standardised
+bone age; ``label_mean`` and ``label_std`` in the config map it back to months.
+
+A model directory (nnU-Net style: self-describing) holds ``model_card.json`` and one
+``fold_<k>.safetensors`` per cross-validation fold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+CARD = "model_card.json"
+
+# Small ConvNeXt variants of our own, built from timm's ConvNeXt class (timm-style registry).
+_VARIANTS = {
+    "kneeage_convnext_zepto": dict(depths=(2, 2, 4, 2), dims=(32, 64, 128, 256), conv_mlp=True),
+    "kneeage_convnext_nano_test": dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), conv_mlp=True),
+}
+
+
+def create_backbone(arch: str) -> nn.Module:
+    """A ConvNeXt with one input channel and no classifier (``num_classes=0``), never pretrained."""
+    import timm
+    from timm.models.convnext import ConvNeXt
+
+    if arch in _VARIANTS:
+        return ConvNeXt(in_chans=1, num_classes=0, **_VARIANTS[arch])
+    if not arch.startswith("convnext"):
+        raise ModelError(f"Architecture {arch!r} is not a ConvNeXt; use a timm convnext_* name or one of {sorted(_VARIANTS)}.")
+    try:
+        return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=1)
+    except RuntimeError as e:
+        raise ModelError(f"timm does not know the architecture {arch!r} ({e}).") from None
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "kneeage_convnext_zepto"
+    input_size: int = 256
+    use_sex: bool = True
+    use_chron_age: bool = False
+    label_mean: float = 108.0  # months
+    label_std: float = 60.0
+    body_part: str = "knee"
+
+    @property
+    def side_inputs(self) -> list[str]:
+        return (["sex"] if self.use_sex else []) + (["chronological_age"] if self.use_chron_age else [])
+
+
+class BoneAgeNet(nn.Module):
+    """Image features ⊕ side inputs (sex as 1 = male, 0 = female; chronological age / 216) → bone age."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = create_backbone(cfg.arch)
+        n_side = len(cfg.side_inputs)
+        self.side = nn.Linear(n_side, 16) if n_side else None
+        nf = self.backbone.num_features + (16 if n_side else 0)
+        self.head = nn.Sequential(nn.Linear(nf, 128), nn.GELU(), nn.Linear(128, 1))
+
+    def side_tensor(self, sex: torch.Tensor, chron: torch.Tensor | None) -> torch.Tensor | None:
+        cols = []
+        if self.cfg.use_sex:
+            cols.append(sex.float())
+        if self.cfg.use_chron_age:
+            if chron is None:
+                raise ModelError("This model needs the chronological age as an input.")
+            cols.append(chron.float() / 216.0)
+        return torch.stack(cols, 1) if cols else None
+
+    def forward(self, x: torch.Tensor, sex: torch.Tensor, chron: torch.Tensor | None = None) -> torch.Tensor:
+        """Bone age in months, shape (N,)."""
+        f = self.backbone(x)
+        side = self.side_tensor(sex, chron)
+        if side is not None:
+            f = torch.cat([f, torch.nn.functional.gelu(self.side(side.to(f.dtype)))], 1)
+        z = self.head(f).squeeze(1)
+        return z * self.cfg.label_std + self.cfg.label_mean
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+# ------------------------------------------------------------------------------- model dir
+
+
+@dataclass
+class ModelCard:
+    name: str
+    config: ModelConfig
+    folds: int
+    label_source: str = ""
+    training_data: str = ""
+    synthetic_demo: bool = False
+    normalisation: str = "crop, aspect-preserving resize with zero padding, 1st-99th percentile clip to [0,1], then (x-0.5)/0.25"
+    code_version: str = ""
+    date: str = ""
+    fold_metrics: list = field(default_factory=list)
+    interval: dict = field(default_factory=dict)  # calibrated half-widths, coverage
+    qc: dict = field(default_factory=dict)  # thresholds for quality flags
+    label_range_months: tuple = (0.0, 216.0)
+    results: dict = field(default_factory=dict)
+    notes: str = ""
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        return json.dumps(d, indent=2, default=float)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelCard:
+        d = dict(d)
+        d["config"] = ModelConfig(**d["config"])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def save_fold(model: BoneAgeNet, model_dir: Path, fold: int, half: bool = True) -> Path:
+    from safetensors.torch import save_file
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    sd = {k: (v.detach().to("cpu").half() if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
+          for k, v in _unwrap(model).state_dict().items()}
+    path = model_dir / f"fold_{fold}.safetensors"
+    tmp = path.with_suffix(".tmp")
+    save_file(sd, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def load_fold(cfg: ModelConfig, path: Path) -> BoneAgeNet:
+    from safetensors.torch import load_file
+
+    model = BoneAgeNet(cfg)
+    sd = load_file(str(path))
+    ref = model.state_dict()
+    missing = set(ref) - set(sd)
+    if missing:
+        raise ModelError(f"{path.name} does not match architecture {cfg.arch} ({len(missing)} weights missing).")
+    model.load_state_dict({k: v.to(ref[k].dtype) for k, v in sd.items()})
+    return model.eval()
+
+
+def save_card(card: ModelCard, model_dir: Path) -> None:
+    p = Path(model_dir) / CARD
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(card.to_json())
+    tmp.replace(p)
+
+
+def load_card(model_dir: Path) -> ModelCard:
+    p = Path(model_dir) / CARD
+    if not p.is_file():
+        raise ModelError(f"{model_dir}: no {CARD} found; a model directory holds the card and fold_<k>.safetensors files.")
+    try:
+        return ModelCard.from_dict(json.loads(p.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise ModelError(f"{p}: the model card is not valid ({e}).") from None
+
+
+def fold_paths(model_dir: Path) -> list[Path]:
+    return sorted(Path(model_dir).glob("fold_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))
+
+
+def model_hash(model_dir: Path) -> str:
+    """Identity of a model: sha256 over the card's config and every fold's weights (first 16 hex)."""
+    h = hashlib.sha256()
+    for p in fold_paths(model_dir):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)

@@ -1,0 +1,233 @@
+"""Inference: the fold ensemble with flip test-time augmentation, calibrated interval, QC flags and
+saliency (captum: vanilla gradient, SmoothGrad, Grad-CAM on the last ConvNeXt stage)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError, ModelError
+from .model import ModelCard, fold_paths, load_card, load_fold, model_hash
+from .preprocess import normalise, to_input
+from .train import half_width
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "demo"
+
+FLAG_TEXT = {
+    "not_a_knee": "The image does not look like a knee radiograph to this model.",
+    "unlike_training": "The image is unlike the model's training images; treat the estimate with caution.",
+    "outside_age_range": "The estimate lies at or beyond the edge of the ages the model was trained on.",
+    "folds_disagree": "The ensemble's folds disagree more than usual on this image.",
+}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    bone_age_months: float
+    interval_months: tuple[float, float]
+    interval_level: float
+    fold_values_months: tuple[float, ...]
+    flags: tuple[str, ...]
+    model_name: str
+    model_hash: str
+    synthetic_demo: bool
+    feature_distance: float = field(default=float("nan"))
+
+    @property
+    def flag_messages(self) -> list[str]:
+        return [FLAG_TEXT[f] for f in self.flags]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["interval_months"] = list(self.interval_months)
+        d["fold_values_months"] = list(self.fold_values_months)
+        d["flags"] = list(self.flags)
+        return d
+
+
+def years_months(months: float) -> str:
+    """12.5 → '1 y 0 mo' style text for display (rounded to whole months)."""
+    m = int(round(months))
+    return f"{m // 12} y {m % 12} mo"
+
+
+class Predictor:
+    """Loads a model directory once; predicts bone age for images (numpy, [0, 1], bone bright)."""
+
+    def __init__(self, model_dir: str | Path = DEFAULT_MODEL_DIR, device: str | None = None):
+        self.model_dir = Path(model_dir)
+        self.card: ModelCard = load_card(self.model_dir)
+        paths = fold_paths(self.model_dir)
+        if not paths:
+            raise ModelError(f"{self.model_dir}: no fold_<k>.safetensors weights found.")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.models = [load_fold(self.card.config, p).to(self.device) for p in paths]
+        self.hash = model_hash(self.model_dir)
+        qc = self.card.qc or {}
+        self._mu = torch.tensor(qc["feature_mean"]) if qc.get("feature_mean") else None
+        self._sd = torch.tensor(qc["feature_std"]) if qc.get("feature_std") else None
+
+    @property
+    def input_size(self) -> int:
+        return self.card.config.input_size
+
+    def prepare(self, pixels: np.ndarray, box="full") -> np.ndarray:
+        """The model's input for an image: crop, resize, pad, scale to [0, 1]."""
+        return to_input(pixels, self.input_size, box)
+
+    @torch.no_grad()
+    def predict_inputs(self, inputs: np.ndarray, sexes, chron=None, flip: bool = True):
+        """Batch of prepared inputs (N, S, S) → (ensemble mean (N,), per fold (F, N), features (N, C))."""
+        x = normalise(torch.from_numpy(np.asarray(inputs, np.float32))[:, None].to(self.device))
+        sex = torch.tensor([_sex_code(s) for s in sexes], dtype=torch.float32, device=self.device)
+        ch = None
+        if self.card.config.use_chron_age:
+            if chron is None or any(c is None or not np.isfinite(c) for c in chron):
+                raise InputError("This model needs the chronological age of every case.")
+            ch = torch.tensor(list(chron), dtype=torch.float32, device=self.device)
+        per_fold = []
+        for m in self.models:
+            y = m(x, sex, ch)
+            if flip:
+                y = (y + m(torch.flip(x, dims=[3]), sex, ch)) / 2
+            per_fold.append(y.cpu().numpy())
+        feats = self.models[0].features(x).cpu()
+        return np.mean(per_fold, 0), np.stack(per_fold), feats
+
+    def predict(self, pixels: np.ndarray, sex: str, chron_months: float | None = None, box="full",
+                body_part: str | None = None) -> Prediction:
+        """One image → Prediction. ``body_part`` (from DICOM) adds the not-a-knee flag when it says otherwise."""
+        return self.predict_many([self.prepare(pixels, box)], [sex], [chron_months], [body_part])[0]
+
+    def predict_many(self, inputs, sexes, chrons=None, body_parts=None) -> list[Prediction]:
+        n = len(inputs)
+        chrons = chrons if chrons is not None else [None] * n
+        body_parts = body_parts or [None] * n
+        mean, per_fold, feats = self.predict_inputs(np.stack(inputs), sexes, chrons)
+        out = []
+        for i in range(n):
+            out.append(self._prediction(float(mean[i]), per_fold[:, i], feats[i], body_parts[i]))
+        return out
+
+    def _prediction(self, ba: float, folds: np.ndarray, feat: torch.Tensor, body_part) -> Prediction:
+        card, qc = self.card, self.card.qc or {}
+        flags = []
+        dist = float("nan")
+        if self._mu is not None:
+            dist = float(torch.sqrt((((feat - self._mu) / self._sd) ** 2).mean()))
+        expected = card.config.body_part.upper()
+        bp = (body_part or "").upper()
+        if (bp and expected not in bp and bp not in ("LEG", "LOWER LIMB", "LOWERLIMB", "EXTREMITY")) or dist > qc.get("not_knee_distance", np.inf):
+            flags.append("not_a_knee")
+        elif dist > qc.get("unlike_training_distance", np.inf):
+            flags.append("unlike_training")
+        lo, hi = card.label_range_months
+        if ba < lo + 3 or ba > hi - 3:
+            flags.append("outside_age_range")
+        thr = qc.get("fold_sd_threshold_months")
+        if thr and len(folds) > 1 and float(np.std(folds)) > thr:
+            flags.append("folds_disagree")
+        hw = half_width(card.interval, ba)
+        return Prediction(
+            bone_age_months=ba,
+            interval_months=(max(0.0, ba - hw), ba + hw),
+            interval_level=float(card.interval.get("level", float("nan"))),
+            fold_values_months=tuple(float(v) for v in folds),
+            flags=tuple(flags),
+            model_name=card.name,
+            model_hash=self.hash,
+            synthetic_demo=bool(card.synthetic_demo),
+            feature_distance=dist,
+        )
+
+    def saliency(self, model_input: np.ndarray, sex: str, method: str = "gradient", chron_months=None,
+                 samples: int = 12) -> np.ndarray:
+        """Saliency map over the model input (S, S), scaled to [0, 1], from fold 0.
+
+        ``gradient``: |d output / d pixel|; ``smoothgrad``: the same averaged over ``samples`` noisy
+        copies (noise SD 0.15 of the input range); ``gradcam``: Grad-CAM on the last ConvNeXt stage,
+        upsampled to the input.
+        """
+        from captum.attr import LayerGradCam, NoiseTunnel, Saliency
+        from captum.attr import LayerAttribution
+
+        model = self.models[0]
+        x = normalise(torch.from_numpy(np.asarray(model_input, np.float32))[None, None].to(self.device))
+        sex_t = torch.tensor([_sex_code(sex)], dtype=torch.float32, device=self.device)
+        ch = torch.tensor([chron_months], dtype=torch.float32, device=self.device) if self.card.config.use_chron_age else None
+
+        def fwd(inp):
+            return model(inp, sex_t.expand(inp.shape[0]), None if ch is None else ch.expand(inp.shape[0]))[:, None]
+
+        with torch.enable_grad():
+            if method == "gradient":
+                a = Saliency(fwd).attribute(x, target=0, abs=True)
+            elif method == "smoothgrad":
+                a = NoiseTunnel(Saliency(fwd)).attribute(x, nt_type="smoothgrad", nt_samples=samples,
+                                                         nt_samples_batch_size=samples, stdevs=0.6, target=0, abs=True)
+            elif method == "gradcam":
+                layer = model.backbone.stages[-1]
+                cam = LayerGradCam(fwd, layer).attribute(x, target=0, relu_attributions=True)
+                a = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+            else:
+                raise InputError(f"Saliency method {method!r} is not one of gradient, smoothgrad, gradcam.")
+        m = a.detach().abs().squeeze().cpu().numpy().astype(np.float32)
+        if method != "gradcam":
+            from scipy import ndimage
+
+            m = ndimage.gaussian_filter(m, 2)
+        top = np.percentile(m, 99.5)
+        return np.clip(m / top, 0, 1) if top > 0 else np.zeros_like(m)
+
+
+def _sex_code(sex) -> float:
+    if sex not in ("F", "M"):
+        raise InputError(f"Sex must be F or M, not {sex!r}.")
+    return 1.0 if sex == "M" else 0.0
+
+
+def overlay(image01: np.ndarray, saliency01: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """RGB uint8: the grayscale image with the saliency map in a warm colour scale on top."""
+    g = np.clip(image01, 0, 1)[..., None].repeat(3, -1)
+    s = np.clip(saliency01, 0, 1)
+    heat = np.stack([np.clip(2 * s, 0, 1), np.clip(2 * s - 0.6, 0, 1), np.clip(1.5 * s - 1.2, 0, 1) * 0.5], -1)
+    a = (opacity * np.clip(s * 1.5, 0, 1))[..., None]
+    return ((g * (1 - a) + heat * a) * 255 + 0.5).astype(np.uint8)
+
+
+def pseudolabel(manifest: str | Path, hand_model: str | Path, out: str | Path | None = None,
+                column: str = "pseudo_bone_age_months", progress=None) -> "pd.DataFrame":
+    """Run a hand bone-age model on each case's paired hand film (column ``hand_image``) and write
+    the estimates to ``column`` (transfer from a hand model). Rows without a hand film stay empty."""
+    import pandas as pd
+
+    from .train import load_training_set
+
+    manifest = Path(manifest)
+    df = pd.read_csv(manifest)
+    if "hand_image" not in df.columns:
+        raise InputError(f"{manifest.name}: column 'hand_image' is missing; pseudo-labels need the paired hand film.")
+    pred = Predictor(hand_model)
+    has_hand = df.hand_image.fillna("").astype(str).str.len() > 0
+    values = np.full(len(df), np.nan)
+    if has_hand.any():
+        tmp = manifest.parent / f".pseudolabel_{manifest.stem}.csv"
+        df[has_hand].assign(_label=0.0).to_csv(tmp, index=False)
+        try:
+            data = load_training_set(tmp, "_label", pred.input_size, "hand_image", "auto")
+        finally:
+            tmp.unlink(missing_ok=True)
+        est = []
+        for i in range(0, len(data.labels), 256):
+            x = data.images[i : i + 256, 0].float().numpy() / 255
+            sexes = ["M" if s else "F" for s in data.sex[i : i + 256].tolist()]
+            est.append(pred.predict_inputs(x, sexes)[0])
+            if progress:
+                progress(min(i + 256, len(data.labels)), len(data.labels))
+        values[has_hand.to_numpy()] = np.round(np.concatenate(est).astype(float), 2)
+    df[column] = values
+    df.to_csv(out or manifest, index=False)
+    return df

@@ -1,0 +1,109 @@
+"""Preprocessing shared by training and inference, and training augmentations.
+
+Pipeline: knee region (whole image, automatic crop, or a user/manifest crop box) → aspect-preserving
+resize with zero padding to a square ``size`` → clip to the 1st-99th percentile of the region and scale
+to [0, 1] (robust to exposure) → the network sees ``(x - 0.5) / 0.25``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+Crop = "str | tuple[int, int, int, int] | None"
+
+
+def parse_box(text) -> tuple[int, int, int, int] | None:
+    """A crop box "x0,y0,x1,y1" (pixels of the original image) or None for an empty value."""
+    if text is None or (isinstance(text, float) and math.isnan(text)) or str(text).strip() == "":
+        return None
+    try:
+        x0, y0, x1, y1 = (int(round(float(v))) for v in str(text).replace(";", ",").split(","))
+    except ValueError:
+        raise InputError(f"Crop box {text!r} is not four numbers x0,y0,x1,y1.") from None
+    return x0, y0, x1, y1
+
+
+def auto_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
+    """Automatic knee region: trim collimated (flat, bright) borders, then the central square of what is left."""
+    h, w = pixels.shape
+    rows_flat = (pixels.std(1) < 0.02) & (pixels.mean(1) > 0.9)
+    cols_flat = (pixels.std(0) < 0.02) & (pixels.mean(0) > 0.9)
+    r = np.flatnonzero(~rows_flat)
+    c = np.flatnonzero(~cols_flat)
+    y0, y1 = (int(r[0]), int(r[-1]) + 1) if r.size else (0, h)
+    x0, x1 = (int(c[0]), int(c[-1]) + 1) if c.size else (0, w)
+    side = min(y1 - y0, x1 - x0)
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    return cx - side // 2, cy - side // 2, cx - side // 2 + side, cy - side // 2 + side
+
+
+def crop(pixels: np.ndarray, box="full") -> np.ndarray:
+    """Cut the region: "full"/None (whole image), "auto", or a box (x0, y0, x1, y1) in pixels."""
+    if box is None or box == "full":
+        return pixels
+    if box == "auto":
+        box = auto_box(pixels)
+    if isinstance(box, str):
+        box = parse_box(box)
+    x0, y0, x1, y1 = box
+    h, w = pixels.shape
+    x0, x1 = max(0, min(x0, x1)), min(w, max(x0, x1))
+    y0, y1 = max(0, min(y0, y1)), min(h, max(y0, y1))
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        raise InputError(f"Crop box {box} leaves less than 16 px of the {w}x{h} image.")
+    return pixels[y0:y1, x0:x1]
+
+
+def to_input(pixels: np.ndarray, size: int, box="full") -> np.ndarray:
+    """Region → square float32 image in [0, 1] of side ``size`` (aspect kept, zero padded)."""
+    from PIL import Image
+
+    region = crop(pixels, box)
+    lo, hi = np.percentile(region, [1, 99])
+    region = np.clip((region - lo) / (hi - lo + 1e-6), 0, 1).astype(np.float32)
+    h, w = region.shape
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = np.asarray(Image.fromarray(region, mode="F").resize((nw, nh), Image.BILINEAR), dtype=np.float32)
+    out = np.zeros((size, size), np.float32)
+    oy, ox = (size - nh) // 2, (size - nw) // 2
+    out[oy : oy + nh, ox : ox + nw] = np.clip(resized, 0, 1)
+    return out
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] image → network input."""
+    return (x - 0.5) / 0.25
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random flip, rotation (±10°), scale (0.9-1.1), brightness, contrast, gamma and noise.
+
+    ``x``: (N, 1, H, W) in [0, 1] on any device; returns the same shape in [0, 1].
+    """
+    n, dev = x.shape[0], x.device
+    gdev = generator.device if generator is not None else dev
+
+    def u(lo, hi):
+        return (torch.rand(n, generator=generator, device=gdev) * (hi - lo) + lo).to(dev)
+
+    ang = u(-10, 10) * math.pi / 180
+    sc = u(0.9, 1.1)
+    flip = (u(0, 1) < 0.5).float() * 2 - 1
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.zeros(n, 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
+    theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
+    theta[:, :, 2] = torch.stack([u(-0.05, 0.05), u(-0.05, 0.05)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    x = torch.nn.functional.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    gamma = torch.exp(u(-0.25, 0.25)).view(n, 1, 1, 1)
+    x = x.clamp(0, 1) ** gamma
+    x = (x - 0.5) * u(0.8, 1.2).view(n, 1, 1, 1) + 0.5 + u(-0.08, 0.08).view(n, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=generator, device=gdev).to(dev) * u(0, 0.03).view(n, 1, 1, 1)
+    return (x + noise).clamp(0, 1)

@@ -1,0 +1,359 @@
+"""Training: patient-level k-fold cross-validation; the folds form the inference ensemble.
+
+``python -m kneeage train --manifest M --out DIR`` (also under ``torchrun --nproc_per_node N``: DDP,
+gloo on CPU, NCCL on GPU). Early stopping on validation MAE; resumable per epoch; the model
+directory gets ``fold_<k>.safetensors`` and ``model_card.json`` (config, label source, per-fold
+validation metrics, out-of-fold calibrated intervals, QC thresholds, code version, date).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .errors import InputError
+from .model import BoneAgeNet, ModelCard, ModelConfig, fold_paths, load_fold, save_card, save_fold
+from .preprocess import augment, normalise, parse_box, to_input
+
+AGE_BANDS = (0, 24, 72, 120, 168, 1000)  # months: calibration bands for the interval
+
+
+@dataclass
+class TrainSettings:
+    label_column: str = "reference_bone_age_months"
+    image_column: str = "image"
+    folds: int = 5
+    epochs: int = 30
+    patience: int = 6
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+    crop: str = "auto"
+    init_from: str | None = None
+    training_data: str = ""
+    synthetic_demo: bool = False  # trained on phantoms: say so wherever its numbers appear
+
+
+@dataclass
+class TrainingSet:
+    images: torch.Tensor  # (N, 1, S, S) uint8
+    sex: torch.Tensor  # (N,) 1 = M
+    chron: torch.Tensor  # (N,) months (nan where unknown)
+    labels: torch.Tensor  # (N,) months
+    groups: np.ndarray  # patient ids
+    case_ids: list
+
+
+def _decode_one(args):
+    path, size, box = args
+    from .imaging import load_radiograph
+
+    r = load_radiograph(path)
+    return (to_input(r.pixels, size, box) * 255 + 0.5).astype(np.uint8)
+
+
+def load_training_set(manifest: str | Path, label_column: str, size: int, image_column: str = "image",
+                      crop: str = "auto", workers: int | None = None) -> TrainingSet:
+    """Decode every image of a manifest (in parallel) to the network's input size."""
+    manifest = Path(manifest)
+    df = pd.read_csv(manifest)
+    for col in ("case_id", image_column, "sex", label_column):
+        if col not in df.columns:
+            raise InputError(f"{manifest.name}: column {col!r} is missing (columns: {', '.join(df.columns)}).")
+    df = df[df[label_column].notna()].reset_index(drop=True)
+    if len(df) < 2:
+        raise InputError(f"{manifest.name}: fewer than two rows have a {label_column!r} value.")
+    bad = df[~df.sex.isin(["F", "M"])]
+    if len(bad):
+        raise InputError(f"{manifest.name}: row {bad.index[0] + 2} has sex {bad.sex.iloc[0]!r}; use F or M.")
+    boxes = [parse_box(b) or crop for b in df["crop_box"]] if "crop_box" in df.columns else [crop] * len(df)
+    jobs = [(str(manifest.parent / p), size, b) for p, b in zip(df[image_column], boxes)]
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as ex:
+            arrays = list(ex.map(_decode_one, jobs, chunksize=16))
+    else:
+        arrays = [_decode_one(j) for j in jobs]
+    chron = df["chronological_age_months"] if "chronological_age_months" in df.columns else pd.Series(np.nan, index=df.index)
+    groups = df["patient_id"].astype(str).to_numpy() if "patient_id" in df.columns else df["case_id"].astype(str).to_numpy()
+    return TrainingSet(
+        images=torch.from_numpy(np.stack(arrays))[:, None],
+        sex=torch.tensor((df.sex == "M").to_numpy(), dtype=torch.float32),
+        chron=torch.tensor(chron.to_numpy(dtype=float), dtype=torch.float32),
+        labels=torch.tensor(df[label_column].to_numpy(dtype=float), dtype=torch.float32),
+        groups=groups,
+        case_ids=df.case_id.astype(str).tolist(),
+    )
+
+
+def assign_folds(groups: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Patient-level folds: every image of one patient lands in the same fold."""
+    uniq = np.unique(groups)
+    if len(uniq) < k:
+        raise InputError(f"{k}-fold cross-validation needs at least {k} patients; the manifest has {len(uniq)}.")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    fold_of = {uniq[i]: j % k for j, i in enumerate(order)}
+    return np.array([fold_of[g] for g in groups])
+
+
+# -------------------------------------------------------------------------------- distributed
+
+
+def _dist():
+    """(rank, world) and whether torch.distributed is initialised by us."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+@torch.no_grad()
+def predict_tensor(model, images, sex, chron, device, batch=256, flip=False) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = normalise(images[i : i + batch].to(device, non_blocking=True).float() / 255)
+        s, c = sex[i : i + batch].to(device), chron[i : i + batch].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            y = model(x, s, c).float()
+            if flip:
+                y = (y + model(torch.flip(x, dims=[3]), s, c).float()) / 2
+        out.append(y.cpu())
+    return torch.cat(out).numpy()
+
+
+def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_idx, val_idx, fold: int,
+                out: Path, rank: int, world: int, device, log) -> tuple[BoneAgeNet, dict]:
+    torch.manual_seed(st.seed * 100 + fold)
+    model = BoneAgeNet(cfg).to(device)
+    if st.init_from:
+        _init_backbone(model, Path(st.init_from))
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = torch.optim.AdamW(model.parameters(), lr=st.lr, weight_decay=st.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(train_idx) / (st.batch_size * world)))
+    total = steps_per_epoch * st.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, steps_per_epoch)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
+    resume = out / ".resume" / f"fold_{fold}.pt"
+    start, best, best_state, bad = 0, float("inf"), None, 0
+    history = []
+    if resume.is_file():
+        ck = torch.load(resume, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        start, best, best_state, bad, history = ck["epoch"] + 1, ck["best"], ck["best_state"], ck["bad"], ck["history"]
+        log(f"fold {fold}: resuming at epoch {start + 1}")
+    gen = torch.Generator(device=device).manual_seed(st.seed * 1000 + fold)
+    imgs, sex, chron, y = data.images, data.sex, data.chron, data.labels
+    ymean, ystd = cfg.label_mean, cfg.label_std
+    for epoch in range(start, st.epochs):
+        net.train()
+        perm = torch.from_numpy(np.random.default_rng(st.seed * 7919 + fold * 131 + epoch).permutation(train_idx))
+        perm = perm[: steps_per_epoch * st.batch_size * world] if len(perm) >= st.batch_size * world else perm
+        mine = perm[rank::world]
+        t0, losses = time.time(), []
+        for i in range(0, len(mine), st.batch_size):
+            b = mine[i : i + st.batch_size]
+            x = imgs[b].to(device, non_blocking=True).float() / 255
+            x = normalise(augment(x, gen))
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                pred = net(x, sex[b].to(device), chron[b].to(device))
+            loss = torch.nn.functional.smooth_l1_loss((pred.float() - ymean) / ystd, (y[b].to(device) - ymean) / ystd, beta=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        vp = predict_tensor(model, imgs[val_idx], sex[val_idx], chron[val_idx], device)
+        mae = float(np.abs(vp - y[val_idx].numpy()).mean())
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_mae": mae, "seconds": time.time() - t0})
+        log(f"fold {fold} epoch {epoch + 1}/{st.epochs}: loss {np.mean(losses):.4f}  val MAE {mae:.2f} mo  ({time.time() - t0:.1f}s)")
+        if mae < best - 1e-3:
+            best, bad = mae, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+        if rank == 0:
+            resume.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
+                        "best": best, "best_state": best_state, "bad": bad, "history": history}, resume)
+        if bad >= st.patience:
+            log(f"fold {fold}: early stop after epoch {epoch + 1} (best val MAE {best:.2f})")
+            break
+    model.load_state_dict(best_state)
+    return model, {"fold": fold, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "val_mae": best,
+                   "epochs_run": len(history), "history": history}
+
+
+def _init_backbone(model: BoneAgeNet, hand_dir: Path) -> None:
+    """Start the knee backbone from a hand model's fold-0 backbone (transfer from a hand model)."""
+    from .model import load_card
+
+    card = load_card(hand_dir)
+    src = load_fold(card.config, fold_paths(hand_dir)[0])
+    if card.config.arch != model.cfg.arch:
+        raise InputError(f"--init-from {hand_dir}: its architecture {card.config.arch} differs from {model.cfg.arch}.")
+    model.backbone.load_state_dict(src.backbone.state_dict())
+
+
+def train(manifest: str | Path, out: str | Path, cfg: ModelConfig | None = None, st: TrainSettings | None = None,
+          name: str = "kneeage model", log=print, data: TrainingSet | None = None) -> ModelCard:
+    """Train a k-fold ensemble from a manifest into model directory ``out``; returns its card."""
+    cfg = cfg or ModelConfig()
+    st = st or TrainSettings()
+    out = Path(out)
+    rank, world = _dist()
+    device = _device()
+    quiet = (lambda *a, **k: None) if rank else log
+    if data is None:
+        data = load_training_set(manifest, st.label_column, cfg.input_size, st.image_column, st.crop)
+    if device.type == "cuda":  # keep the (uint8) images on the GPU: no loader in the loop
+        data = TrainingSet(data.images.to(device), data.sex, data.chron, data.labels, data.groups, data.case_ids)
+    y = data.labels.numpy()
+    cfg.label_mean, cfg.label_std = float(y.mean()), float(max(y.std(), 1.0))
+    folds = assign_folds(data.groups, st.folds, st.seed)
+    state_path = out / "train_state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"folds": {}}
+    oof = np.full(len(y), np.nan)
+    for k, v in state["folds"].items():
+        oof[np.array(v["val_idx"])] = v["oof"]
+    for fold in range(st.folds):
+        val_idx = np.flatnonzero(folds == fold)
+        train_idx = np.flatnonzero(folds != fold)
+        if str(fold) in state["folds"] and (out / f"fold_{fold}.safetensors").is_file():
+            quiet(f"fold {fold}: already trained, skipping")
+            continue
+        model, metrics = _train_fold(cfg, st, data, train_idx, val_idx, fold, out, rank, world, device, quiet)
+        vp = predict_tensor(model, data.images[val_idx], data.sex[val_idx], data.chron[val_idx], device, flip=True)
+        oof[val_idx] = vp
+        metrics["val_mae_flip_tta"] = float(np.abs(vp - y[val_idx]).mean())
+        if rank == 0:
+            save_fold(model, out, fold)
+            state["folds"][str(fold)] = {"metrics": metrics, "val_idx": val_idx.tolist(), "oof": vp.tolist()}
+            tmp = state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state))
+            tmp.replace(state_path)
+        if world > 1:
+            torch.distributed.barrier()
+    card = _finish(cfg, st, data, oof, state, out, name, device) if rank == 0 else None
+    if world > 1:
+        torch.distributed.barrier()
+    return card
+
+
+def _finish(cfg, st, data, oof, state, out: Path, name, device) -> ModelCard:
+    """Calibrate intervals on the out-of-fold predictions, set QC thresholds, write the card."""
+    y = data.labels.numpy()
+    res = oof - y
+    interval = calibrate_interval(oof, y)
+    # QC: fold disagreement and feature-space distance, measured on the training images.
+    models = [load_fold(cfg, p).to(device) for p in fold_paths(out)]
+    n_qc = min(len(y), 512)
+    idx = np.random.default_rng(0).choice(len(y), n_qc, replace=False)
+    per_fold = np.stack([predict_tensor(m, data.images[idx], data.sex[idx], data.chron[idx], device) for m in models])
+    feats = _features(models[0], data.images[idx], device)
+    mu, sd = feats.mean(0), feats.std(0) + 1e-6
+    dist = np.sqrt((((feats - mu) / sd) ** 2).mean(1))
+    qc = {
+        "fold_sd_threshold_months": float(np.percentile(per_fold.std(0), 99)) * 1.5 if len(models) > 1 else None,
+        "feature_mean": mu.tolist(),
+        "feature_std": sd.tolist(),
+        "feature_distance_p99": float(np.percentile(dist, 99)),
+        "unlike_training_distance": float(np.percentile(dist, 99)) * 1.25,
+        "not_knee_distance": float(np.percentile(dist, 99)) * 2.0,
+    }
+    fold_metrics = [state["folds"][str(k)]["metrics"] for k in range(st.folds)]
+    card = ModelCard(
+        name=name,
+        config=cfg,
+        folds=st.folds,
+        label_source=st.label_column,
+        synthetic_demo=st.synthetic_demo,
+        training_data=st.training_data or f"{len(y)} images; labels from column {st.label_column!r}",
+        code_version=f"kneeage {__version__}",
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        fold_metrics=fold_metrics,
+        interval=interval,
+        qc=qc,
+        label_range_months=(float(y.min()), float(y.max())),
+        results={"oof_mae": float(np.abs(res).mean()), "oof_bias": float(res.mean()), "n": int(len(y)),
+                 "settings": asdict(st)},
+    )
+    save_card(card, out)
+    (out / "train_state.json").unlink(missing_ok=True)
+    import shutil
+
+    shutil.rmtree(out / ".resume", ignore_errors=True)
+    return card
+
+
+@torch.no_grad()
+def _features(model, images, device, batch=256) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = normalise(images[i : i + batch].to(device).float() / 255)
+        out.append(model.features(x).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def calibrate_interval(pred: np.ndarray, truth: np.ndarray, level: float = 0.95) -> dict:
+    """Split-conformal half-widths: the ``level`` quantile of |out-of-fold residual|, overall and per
+    band of predicted age (bands with fewer than 20 cases use the overall value). Coverage is reported
+    on the same out-of-fold predictions (in-sample for the calibration; see the replication doc for a
+    held-out check)."""
+    ok = np.isfinite(pred)
+    pred, truth = pred[ok], truth[ok]
+    absres = np.abs(pred - truth)
+    n = len(absres)
+    qlevel = min(1.0, math.ceil((n + 1) * level) / n)
+    overall = float(np.quantile(absres, qlevel))
+    bands = []
+    for lo, hi in zip(AGE_BANDS[:-1], AGE_BANDS[1:]):
+        m = (pred >= lo) & (pred < hi)
+        hw = float(np.quantile(absres[m], min(1.0, math.ceil((m.sum() + 1) * level) / max(m.sum(), 1)))) if m.sum() >= 20 else overall
+        bands.append({"from_months": lo, "to_months": hi, "half_width_months": hw, "n": int(m.sum())})
+    hw_each = np.array([half_width({"bands": bands, "overall_half_width_months": overall}, p) for p in pred])
+    return {"level": level, "method": "split conformal on out-of-fold residuals, by predicted-age band",
+            "overall_half_width_months": overall, "bands": bands,
+            "oof_coverage": float((absres <= hw_each).mean())}
+
+
+def half_width(interval: dict, predicted: float) -> float:
+    for b in interval.get("bands", []):
+        if b["from_months"] <= predicted < b["to_months"]:
+            return b["half_width_months"]
+    return interval.get("overall_half_width_months", float("nan"))
