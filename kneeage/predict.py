@@ -229,5 +229,10 @@ def pseudolabel(manifest: str | Path, hand_model: str | Path, out: str | Path | 
                 progress(min(i + 256, len(data.labels)), len(data.labels))
         values[has_hand.to_numpy()] = np.round(np.concatenate(est).astype(float), 2)
     df[column] = values
-    df.to_csv(out or manifest, index=False)
+    out = Path(out) if out else manifest
+    if out.resolve().parent != manifest.resolve().parent:  # keep image paths valid from the new place
+        for col in ("image", "hand_image"):
+            if col in df.columns:
+                df[col] = [str((manifest.parent / v).resolve()) if isinstance(v, str) and v else v for v in df[col]]
+    df.to_csv(out, index=False)
     return df

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,7 +66,8 @@ def _decode_one(args):
 
 def load_training_set(manifest: str | Path, label_column: str, size: int, image_column: str = "image",
                       crop: str = "auto", workers: int | None = None) -> TrainingSet:
-    """Decode every image of a manifest (in parallel) to the network's input size."""
+    """Decode every image of a manifest to the network's input size, in threads (decoders release the GIL;
+    threads stay safe beside torch, where forked processes can crash)."""
     manifest = Path(manifest)
     df = pd.read_csv(manifest)
     for col in ("case_id", image_column, "sex", label_column):
@@ -82,8 +83,8 @@ def load_training_set(manifest: str | Path, label_column: str, size: int, image_
     jobs = [(str(manifest.parent / p), size, b) for p, b in zip(df[image_column], boxes)]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as ex:
-            arrays = list(ex.map(_decode_one, jobs, chunksize=16))
+        with ThreadPoolExecutor(workers) as ex:
+            arrays = list(ex.map(_decode_one, jobs))
     else:
         arrays = [_decode_one(j) for j in jobs]
     chron = df["chronological_age_months"] if "chronological_age_months" in df.columns else pd.Series(np.nan, index=df.index)
