@@ -4,6 +4,7 @@ import streamlit as st
 
 from kneeage import KneeageError
 from kneeage.imaging import load_radiograph, to_uint8
+from kneeage.preprocess import to_input
 
 st.title("Image checker")
 st.write(
@@ -19,7 +20,8 @@ for f in files or []:
         st.error(str(e), icon=":material/block:")
         continue
     with st.container(border=True):
-        left, right = st.columns([1, 1])
+        left, mid, right = st.columns([1, 1, 1])
         left.image(to_uint8(r.pixels, 512), caption=f"{r.name} — {r.shape[1]}×{r.shape[0]} px, bone bright", clamp=True)
+        mid.image(to_uint8(to_input(r.pixels, 256, "auto")), caption="As the model sees it (automatic crop, 256 px)", clamp=True)
         right.success(f"{r.name}: decoded as {r.format}.", icon=":material/check_circle:")
         right.json(r.metadata(), expanded=True)

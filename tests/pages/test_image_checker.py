@@ -22,4 +22,4 @@ def test_upload_dicom_and_non_image():
     assert [e.value for e in at.error] == ["letter.txt: it is not an image file (neither DICOM nor PNG, JPEG or TIFF)."]
     meta = at.json[0].value
     assert '"MONOCHROME1"' in meta and '"CR"' in meta
-    assert len(at.get("image")) == 1  # the decoded radiograph is shown
+    assert len(at.get("image")) == 2  # the decoded radiograph and the model input
