@@ -84,7 +84,10 @@ class BoneAgeNet(nn.Module):
 
     def forward(self, x: torch.Tensor, sex: torch.Tensor, chron: torch.Tensor | None = None) -> torch.Tensor:
         """Bone age in months, shape (N,)."""
-        f = self.backbone(x)
+        return self.from_features(self.backbone(x), sex, chron)
+
+    def from_features(self, f: torch.Tensor, sex: torch.Tensor, chron: torch.Tensor | None = None) -> torch.Tensor:
+        """The head on pooled backbone features (lets callers reuse features for QC)."""
         side = self.side_tensor(sex, chron)
         if side is not None:
             f = torch.cat([f, torch.nn.functional.gelu(self.side(side.to(f.dtype)))], 1)

@@ -88,13 +88,14 @@ class Predictor:
             if chron is None or any(c is None or not np.isfinite(c) for c in chron):
                 raise InputError("This model needs the chronological age of every case.")
             ch = torch.tensor(list(chron), dtype=torch.float32, device=self.device)
-        per_fold = []
+        per_fold, feats = [], None
         for m in self.models:
-            y = m(x, sex, ch)
+            f = m.features(x)
+            feats = f.cpu() if feats is None else feats  # fold 0's features serve the QC distance
+            y = m.from_features(f, sex, ch)
             if flip:
                 y = (y + m(torch.flip(x, dims=[3]), sex, ch)) / 2
             per_fold.append(y.cpu().numpy())
-        feats = self.models[0].features(x).cpu()
         return np.mean(per_fold, 0), np.stack(per_fold), feats
 
     def predict(self, pixels: np.ndarray, sex: str, chron_months: float | None = None, box="full",
