@@ -102,12 +102,9 @@ def train(manifest, out, label_column, image_column, body_part, arch, input_size
 @click.option("--column", default="pseudo_bone_age_months", show_default=True)
 def pseudolabel(manifest, hand_model, out, column):
     """Label each case by running a hand bone-age model on its paired hand film."""
-    from tqdm import tqdm
-
     from .predict import pseudolabel as run
 
-    with tqdm(unit="case", disable=None) as bar:
-        df = _guard(lambda: run(manifest, hand_model, out, column, progress=lambda i, n: (setattr(bar, "total", n), bar.update(1))))
+    df = _guard(lambda: run(manifest, hand_model, out, column))
     click.echo(f"wrote {df[column].notna().sum()} pseudo-labels to column {column!r} of {out or manifest}")
 
 

@@ -17,14 +17,17 @@ from .predict import Predictor
 from .train import load_training_set
 
 
-def predict_manifest(predictor: Predictor, manifest: str | Path, crop: str = "auto", batch: int = 256) -> pd.DataFrame:
-    """The manifest with a ``predicted_bone_age_months`` column (images decoded in parallel)."""
+def predict_manifest(predictor: Predictor, manifest: str | Path, crop: str = "auto", batch: int = 256,
+                     image_column: str = "image") -> pd.DataFrame:
+    """The manifest's rows that have an image in ``image_column``, with a ``predicted_bone_age_months``
+    column (images decoded in parallel, predicted in batches)."""
     manifest = Path(manifest)
     df = pd.read_csv(manifest)
+    df = df[df[image_column].fillna("").astype(str).str.len() > 0].reset_index(drop=True)
     tmp = manifest.parent / f".evaluate_{manifest.stem}.csv"
     df.assign(_label=0.0).to_csv(tmp, index=False)
     try:
-        data = load_training_set(tmp, "_label", predictor.input_size, "image", crop)
+        data = load_training_set(tmp, "_label", predictor.input_size, image_column, crop)
     finally:
         tmp.unlink(missing_ok=True)
     est = []

@@ -178,6 +178,17 @@ def _expose(rng, acq: _Acq, soft_mm, bone_mm, marker: str):
     return stored, img.astype(np.float32)
 
 
+def _finish_film(rng, acq: _Acq, soft, bone, kind, bone_age_months, sex, t, physis_open, epi_ratio) -> Phantom:
+    """Expose the thickness maps and record the truth."""
+    side = "L" if acq.flip else "R"
+    stored, img = _expose(rng, acq, soft, bone, side)
+    truth = PhantomTruth(kind=kind, bone_age_months=float(bone_age_months), sex=sex, maturity_years=float(t),
+                         laterality=side, pixel_spacing_mm=float(acq.spacing), photometric=acq.photometric,
+                         bits_stored=acq.bits, rotation_deg=acq.rotation, exposure=acq.exposure,
+                         physis_open=float(physis_open), femoral_epiphysis_ratio=float(epi_ratio))
+    return Phantom(stored=stored, pixels=img, truth=truth)
+
+
 def _burn_marker(img, letter, acq: _Acq, rng):
     from PIL import Image, ImageDraw, ImageFont
 
@@ -306,22 +317,7 @@ def render_knee(bone_age_months: float, sex: str, rng: np.random.Generator | int
     cortical = (femur - canal * 0.9) + (tibia - tcanal * 0.9) + fibula * 0.6 + 0.0
     spongy = (canal * 0.25 + tcanal * 0.25 + fe * 0.8 + te * 0.8 + bridge_f * 0.3 + bridge_t * 0.3 + fib_head * 0.5 + pat * 0.5) * trab
     bone = density * (cortical + spongy) + scar * W
-    stored, img = _expose(rng, acq, soft, bone, "L" if acq.flip else "R")
-    truth = PhantomTruth(
-        kind="knee",
-        bone_age_months=float(bone_age_months),
-        sex=sex,
-        maturity_years=float(t),
-        laterality="L" if acq.flip else "R",
-        pixel_spacing_mm=float(acq.spacing),
-        photometric=acq.photometric,
-        bits_stored=acq.bits,
-        rotation_deg=acq.rotation,
-        exposure=acq.exposure,
-        physis_open=float(1 - fuse_f),
-        femoral_epiphysis_ratio=float(epi_ratio_f),
-    )
-    return Phantom(stored=stored, pixels=img, truth=truth)
+    return _finish_film(rng, acq, soft, bone, "knee", bone_age_months, sex, t, 1 - fuse_f, epi_ratio_f)
 
 
 # ------------------------------------------------------------------------------------- hand
@@ -421,22 +417,7 @@ def render_hand(bone_age_months: float, sex: str, rng: np.random.Generator | int
     soft = np.maximum(soft * 0.5, palm) + np.sqrt(np.clip(forearm**2 - X**2, 0, None)) * 0.6
     tex = _texture(X.shape, rng, 0.5 / px)
     bone = 1.6 * density * (cortical + spongy * (1 + 0.12 * tex))
-    stored, img = _expose(rng, acq, soft, bone, "L" if acq.flip else "R")
-    truth = PhantomTruth(
-        kind="hand",
-        bone_age_months=float(bone_age_months),
-        sex=sex,
-        maturity_years=float(t),
-        laterality="L" if acq.flip else "R",
-        pixel_spacing_mm=float(acq.spacing),
-        photometric=acq.photometric,
-        bits_stored=acq.bits,
-        rotation_deg=acq.rotation,
-        exposure=acq.exposure,
-        physis_open=float(1 - fuse_rad),
-        femoral_epiphysis_ratio=float(epi_grow),
-    )
-    return Phantom(stored=stored, pixels=img, truth=truth)
+    return _finish_film(rng, acq, soft, bone, "hand", bone_age_months, sex, t, 1 - fuse_rad, epi_grow)
 
 
 # ----------------------------------------------------------------------------- cohort writer

@@ -200,35 +200,19 @@ def overlay(image01: np.ndarray, saliency01: np.ndarray, opacity: float = 0.5) -
 
 
 def pseudolabel(manifest: str | Path, hand_model: str | Path, out: str | Path | None = None,
-                column: str = "pseudo_bone_age_months", progress=None) -> "pd.DataFrame":
+                column: str = "pseudo_bone_age_months") -> "pd.DataFrame":
     """Run a hand bone-age model on each case's paired hand film (column ``hand_image``) and write
     the estimates to ``column`` (transfer from a hand model). Rows without a hand film stay empty."""
     import pandas as pd
 
-    from .train import load_training_set
+    from .evaluate import predict_manifest
 
     manifest = Path(manifest)
     df = pd.read_csv(manifest)
     if "hand_image" not in df.columns:
         raise InputError(f"{manifest.name}: column 'hand_image' is missing; pseudo-labels need the paired hand film.")
-    pred = Predictor(hand_model)
-    has_hand = df.hand_image.fillna("").astype(str).str.len() > 0
-    values = np.full(len(df), np.nan)
-    if has_hand.any():
-        tmp = manifest.parent / f".pseudolabel_{manifest.stem}.csv"
-        df[has_hand].assign(_label=0.0).to_csv(tmp, index=False)
-        try:
-            data = load_training_set(tmp, "_label", pred.input_size, "hand_image", "auto")
-        finally:
-            tmp.unlink(missing_ok=True)
-        est = []
-        for i in range(0, len(data.labels), 256):
-            x = data.images[i : i + 256, 0].float().numpy() / 255
-            sexes = ["M" if s else "F" for s in data.sex[i : i + 256].tolist()]
-            est.append(pred.predict_inputs(x, sexes)[0])
-            if progress:
-                progress(min(i + 256, len(data.labels)), len(data.labels))
-        values[has_hand.to_numpy()] = np.round(np.concatenate(est).astype(float), 2)
+    est = predict_manifest(Predictor(hand_model), manifest, "auto", image_column="hand_image")
+    values = df.case_id.map(dict(zip(est.case_id, est.predicted_bone_age_months.round(2))))
     df[column] = values
     out = Path(out) if out else manifest
     if out.resolve().parent != manifest.resolve().parent:  # keep image paths valid from the new place
