@@ -14,7 +14,6 @@ import torch
 
 from .errors import InputError
 
-Crop = "str | tuple[int, int, int, int] | None"
 
 
 def parse_box(text) -> tuple[int, int, int, int] | None:
