@@ -14,22 +14,22 @@ $K -m kneeage synth --n 4000 --seed 1 --out "$WORK/train" --size $SIZE --hands -
 $K -m kneeage synth --n 800 --seed 2 --out "$WORK/test" --size $SIZE --hands --format png --workers "$W" >/dev/null
 echo "[$(el)s] hand model (hand films of a separate cohort, labels = reference reads)"
 $K -m kneeage train --manifest "$WORK/hands/manifest.csv" --image-column hand_image --body-part hand --folds 3 \
-  --epochs 20 --patience 5 --batch-size $BS --lr $LR --out "$WORK/hand_model" --synthetic-demo --name "synthetic hand model"
+  --epochs 50 --patience 10 --batch-size $BS --lr $LR --out "$WORK/hand_model" --synthetic-demo --name "synthetic hand model"
 echo "[$(el)s] pseudo-labels from the paired hand films"
 $K -m kneeage pseudolabel --manifest "$WORK/train/manifest.csv" --hand-model "$WORK/hand_model"
 $K -m kneeage pseudolabel --manifest "$WORK/test/manifest.csv" --hand-model "$WORK/hand_model"
 echo "[$(el)s] knee demo model: image+sex, hand-initialised, pseudo-labels, 5 folds"
 $K -m kneeage train --manifest "$WORK/train/manifest.csv" --label pseudo_bone_age_months --init-from "$WORK/hand_model" \
-  --folds 5 --epochs 30 --patience 6 --batch-size $BS --lr $LR --out "$MODEL" --synthetic-demo \
+  --folds 5 --epochs 40 --patience 10 --batch-size $BS --lr $LR --out "$MODEL" --synthetic-demo \
   --name "kneeage synthetic demo (ConvNeXt-zepto, 256 px)" \
   --training-data "4,000 synthetic knee AP phantoms (kneeage.phantom, seed 1), ages 0-18 y, labelled by a hand model (3 folds) trained on 2,000 synthetic hand films (seed 101)"
 ev() { $K -m kneeage evaluate --model "$1" --manifest "$WORK/test/manifest.csv" --truth "$WORK/test/truth.csv"; }
 echo "{\"main\": $(ev "$MODEL")" > "$RESULTS.tmp"
-echo "[$(el)s] variants (3 folds, 12 epochs each)"
+echo "[$(el)s] variants (3 folds, 25 epochs each)"
 variant() { # name, extra train args
   local name=$1; shift
   if [ "$(el)" -gt "${VARIANT_DEADLINE:-100000}" ]; then echo "skip $name (time)"; return; fi
-  $K -m kneeage train --manifest "$WORK/train/manifest.csv" --folds 3 --epochs 12 --patience 4 --batch-size $BS --lr $LR \
+  $K -m kneeage train --manifest "$WORK/train/manifest.csv" --folds 3 --epochs 25 --patience 8 --batch-size $BS --lr $LR \
     --out "$WORK/v_$name" --synthetic-demo "$@" >/dev/null
   echo ", \"$name\": $(ev "$WORK/v_$name")" >> "$RESULTS.tmp"
   echo "[$(el)s] variant $name done"
