@@ -1,0 +1,90 @@
+"""Plotly figures built from :mod:`kneeage.stats` results (the figures never compute statistics of
+their own beyond what they are handed, so exports and plots agree)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from . import stats
+
+DEMO_NOTE = "Synthetic demo model on synthetic phantoms — not a clinical model."
+_BAND = "rgba(99,110,250,0.15)"
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, note: str | None) -> go.Figure:
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white",
+                      margin=dict(l=60, r=20, t=60, b=60 if note else 40), hovermode="closest")
+    if note:
+        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.18, showarrow=False,
+                           font=dict(size=11, color="#a33"), xanchor="left")
+    return fig
+
+
+def bland_altman(ba: stats.BlandAltman, case_ids: Sequence[str] | None = None, title: str | None = None,
+                 units: str = "months", note: str | None = None) -> go.Figure:
+    """Differences against means, bias and limits with their CIs as shaded bands."""
+    mean, diff = np.array(ba.means), np.array(ba.differences)
+    ids = list(case_ids) if case_ids is not None else [str(i + 1) for i in range(ba.n)]
+    fig = go.Figure(go.Scatter(x=mean, y=diff, mode="markers", name="cases", text=ids,
+                               hovertemplate="%{text}<br>mean %{x:.1f}<br>difference %{y:.1f}<extra></extra>",
+                               marker=dict(size=7, opacity=0.7)))
+    x0, x1 = float(mean.min()), float(mean.max())
+    for label, value, ci in (("bias", ba.bias, ba.bias_ci), ("lower limit", ba.loa_lower, ba.loa_lower_ci),
+                             ("upper limit", ba.loa_upper, ba.loa_upper_ci)):
+        fig.add_hrect(y0=ci[0], y1=ci[1], fillcolor=_BAND, line_width=0, layer="below")
+        fig.add_hline(y=value, line_dash="solid" if label == "bias" else "dash",
+                      annotation_text=f"{label} {value:.1f}", annotation_position="right")
+    fig.update_xaxes(range=[x0 - 0.05 * (x1 - x0 + 1), x1 + 0.25 * (x1 - x0 + 1)])
+    unit = "%" if ba.percent else units
+    return _layout(fig, title or f"Bland-Altman (n={ba.n}; bands: {ba.level:.0%} CIs)",
+                   f"mean of method and reference ({units})", f"method − reference ({unit})", note)
+
+
+def scatter(predicted, reference, case_ids: Sequence[str] | None = None, fit: stats.LineFit | None = None,
+            title: str = "Predicted vs reference", units: str = "months", note: str | None = None) -> go.Figure:
+    """Predicted against reference with the identity line and, if given, a fitted line."""
+    p, r = np.asarray(predicted, float), np.asarray(reference, float)
+    ids = list(case_ids) if case_ids is not None else [str(i + 1) for i in range(p.size)]
+    lo, hi = float(min(p.min(), r.min())), float(max(p.max(), r.max()))
+    fig = go.Figure(go.Scatter(x=r, y=p, mode="markers", name="cases", text=ids, marker=dict(size=7, opacity=0.7),
+                               hovertemplate="%{text}<br>reference %{x:.1f}<br>predicted %{y:.1f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="identity", line=dict(color="grey", dash="dot")))
+    if fit is not None:
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[fit.intercept + fit.slope * lo, fit.intercept + fit.slope * hi],
+                                 mode="lines", name=f"{fit.method.replace('_', '-')}: y = {fit.intercept:.1f} + {fit.slope:.3f}x"))
+    return _layout(fig, title, f"reference ({units})", f"predicted ({units})", note)
+
+
+def error_by_group(df: pd.DataFrame, error: str = "error", group: str = "age_band", color: str | None = "sex",
+                   title: str = "Error by age band and sex", note: str | None = None) -> go.Figure:
+    """Box plots of the signed error per group (and colour), zero line marked."""
+    fig = go.Figure()
+    for key, g in (df.groupby(color, observed=True) if color and color in df else [("all", df)]):
+        fig.add_trace(go.Box(x=g[group].astype(str), y=g[error], name=str(key), boxmean=True))
+    fig.add_hline(y=0, line_color="grey")
+    fig.update_layout(boxmode="group")
+    return _layout(fig, title, group.replace("_", " "), "predicted − reference (months)", note)
+
+
+def forest(rows: pd.DataFrame, label: str = "label", estimate: str = "estimate", lower: str = "lower",
+           upper: str = "upper", pooled: dict | None = None, title: str = "Forest plot",
+           x_title: str = "MAE (months)", note: str | None = None) -> go.Figure:
+    """One row per reader or site: estimate with its CI; an optional pooled estimate as a diamond."""
+    labels = rows[label].astype(str).tolist()
+    fig = go.Figure(go.Scatter(
+        x=rows[estimate], y=labels, mode="markers", name="estimate", marker=dict(symbol="square", size=9),
+        error_x=dict(type="data", symmetric=False, array=rows[upper] - rows[estimate],
+                     arrayminus=rows[estimate] - rows[lower]),
+        hovertemplate="%{y}: %{x:.2f}<extra></extra>"))
+    if pooled:
+        fig.add_trace(go.Scatter(x=[pooled["estimate"]], y=[pooled.get("label", "pooled")], mode="markers",
+                                 name="pooled", marker=dict(symbol="diamond", size=14, color="black"),
+                                 error_x=dict(type="data", symmetric=False,
+                                              array=[pooled["upper"] - pooled["estimate"]],
+                                              arrayminus=[pooled["estimate"] - pooled["lower"]])))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, x_title, "", note)
