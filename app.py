@@ -7,15 +7,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import streamlit as st  # noqa: E402
 
 import kneeage  # noqa: E402
+from kneeage.predict import list_models  # noqa: E402
 
 st.set_page_config(page_title="kneeage", page_icon=":bone:", layout="wide")
 
 pages = [
-    st.Page("pages/image_checker.py", title="Image checker", icon=":material/image_search:", default=True),
+    st.Page("pages/single_case.py", title="Single case", icon=":material/radiology:", default=True),
+    st.Page("pages/image_checker.py", title="Image checker", icon=":material/image_search:"),
 ]
 nav = st.navigation(pages)
 
 with st.sidebar:
+    models = list_models()
+    if len(models) > 1:
+        name = st.selectbox("Model", list(models), key="model_name")
+        st.session_state.model_dir = str(models[name])
+    elif models:
+        st.caption(f"Model: {next(iter(models))}")
     st.caption(f"kneeage {kneeage.__version__} — runs locally; nothing leaves this machine.")
 
 nav.run()

@@ -117,9 +117,10 @@ def pseudolabel(manifest, hand_model, out, column):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
 def predict(files, sex, chron, model_dir, crop, as_json):
     """Estimate bone age for knee radiographs (exit 1 if any file could not be read)."""
+    from .case import analyse
     from .errors import KneeageError
     from .imaging import load_radiograph
-    from .predict import DEFAULT_MODEL_DIR, Predictor, years_months
+    from .predict import DEFAULT_MODEL_DIR, Predictor
 
     pred = _guard(lambda: Predictor(model_dir or DEFAULT_MODEL_DIR))
     failed = 0
@@ -129,21 +130,21 @@ def predict(files, sex, chron, model_dir, crop, as_json):
             s = sex or r.sex
             if s not in ("F", "M"):
                 raise KneeageError(f"{f}: the file gives no sex; pass --sex F or --sex M.")
-            p = pred.predict(r.pixels, s, chron if chron is not None else r.chronological_age_months, box=crop, body_part=r.body_part)
+            res, _ = analyse(pred, r, s, chron if chron is not None else r.chronological_age_months, crop)
         except KneeageError as e:
             failed += 1
             click.echo(json.dumps({"file": f, "error": str(e)}) if as_json else f"{f}: ERROR {e}")
             continue
-        lo, hi = p.interval_months
+        d = res.as_dict() | {"file": f}
         if as_json:
-            click.echo(json.dumps({"file": f, "sex": s, "bone_age_months": round(p.bone_age_months, 2),
-                                   "interval_months": [round(lo, 2), round(hi, 2)], "flags": list(p.flags),
-                                   "fold_values_months": [round(v, 2) for v in p.fold_values_months],
-                                   "model": p.model_name, "model_hash": p.model_hash, "synthetic_demo": p.synthetic_demo}))
+            click.echo(json.dumps(d))
         else:
-            demo = "  [synthetic demo model, not clinical]" if p.synthetic_demo else ""
-            click.echo(f"{f}: bone age {years_months(p.bone_age_months)} ({p.bone_age_months:.1f} mo), "
-                       f"{p.interval_level:.0%} interval {lo:.1f}-{hi:.1f} mo; flags: {', '.join(p.flags) or 'none'}{demo}")
+            lo, hi = d["interval_months"]
+            sds = f", SDS {d['bone_age_sds']:+.2f} ({d['sds_category']})" if "bone_age_sds" in d else ""
+            demo = "  [synthetic demo model, not clinical]" if d["synthetic_demo"] else ""
+            click.echo(f"{f}: bone age {d['bone_age_years_months']} ({d['bone_age_months']:.1f} mo), "
+                       f"{d['interval_level']:.0%} interval {lo:.1f}-{hi:.1f} mo{sds}; "
+                       f"flags: {', '.join(d['flags']) or 'none'}{demo}")
     sys.exit(1 if failed else 0)
 
 

@@ -123,6 +123,13 @@ class ModelCard:
         d = asdict(self)
         return json.dumps(d, indent=2, default=float)
 
+    def summary(self) -> dict:
+        """The card for display: per-epoch histories and QC feature statistics left out."""
+        d = json.loads(self.to_json())
+        d["fold_metrics"] = [{k: v for k, v in m.items() if k != "history"} for m in d["fold_metrics"]]
+        d["qc"] = {k: v for k, v in d["qc"].items() if not isinstance(v, list)}
+        return d
+
     @classmethod
     def from_dict(cls, d: dict) -> ModelCard:
         d = dict(d)

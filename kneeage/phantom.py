@@ -564,3 +564,26 @@ def write_cohort(out, n: int, seed: int = 0, size: int = 512, hands: bool = Fals
     manifest.to_csv(out / "manifest.csv", index=False)
     pd.DataFrame([t for _, t in results]).to_csv(out / "truth.csv", index=False)
     return manifest
+
+
+DEMO_CASES = (
+    # label, true bone age (months), sex, chronological age (months)
+    ("Girl, 6 y, bone age on time", 72.0, "F", 73.0),
+    ("Boy, 11 y, bone age delayed", 104.0, "M", 134.0),
+    ("Girl, 12 y, bone age advanced", 170.0, "F", 146.0),
+)
+
+
+def demo_case_dicom(index: int, size: int = 512) -> tuple[str, bytes]:
+    """One of :data:`DEMO_CASES` rendered on the fly as a DICOM file in memory (name, bytes); sex
+    and birth/study dates are in the header, as a real file would carry them."""
+    import io
+    from datetime import date, timedelta
+
+    label, ba, sex, chron = DEMO_CASES[index]
+    ph = render_knee(ba, sex, np.random.default_rng([777, index]), size)
+    study = date(2026, 1, 15)
+    birth = study - timedelta(days=round(chron * MONTH_DAYS))
+    buf = io.BytesIO()
+    write_dicom(buf, ph.stored, ph.truth, birth=birth, study=study, patient_id=f"DEMO{index + 1:03d}")
+    return f"demo_case_{index + 1}.dcm", buf.getvalue()

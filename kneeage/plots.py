@@ -88,3 +88,33 @@ def forest(rows: pd.DataFrame, label: str = "label", estimate: str = "estimate",
                                               arrayminus=[pooled["estimate"] - pooled["lower"]])))
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title, x_title, "", note)
+
+
+def crop_figure(pixels: np.ndarray, box: Sequence[int], max_side: int = 512) -> go.Figure:
+    """The radiograph (axes in original pixels) with the crop box drawn on it; box-select on it to
+    choose a new box (an invisible grid of points makes the selection report back)."""
+    from .imaging import to_uint8
+    from .report import png_data_uri
+
+    h, w = pixels.shape
+    small = to_uint8(pixels, max_side)
+    scale = w / small.shape[1]
+    fig = go.Figure(go.Image(source=png_data_uri(small), x0=0, y0=0, dx=scale, dy=scale, hoverinfo="skip"))
+    gx, gy = np.meshgrid(np.linspace(0, w, 40), np.linspace(0, h, 40))
+    fig.add_trace(go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", marker=dict(opacity=0), hoverinfo="skip",
+                             showlegend=False))
+    x0, y0, x1, y1 = box
+    fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="#ff4b4b", width=2))
+    fig.update_layout(dragmode="select", margin=dict(l=0, r=0, t=0, b=0), height=420,
+                      xaxis=dict(visible=False, range=[0, w]), yaxis=dict(visible=False, range=[h, 0], scaleanchor="x"))
+    return fig
+
+
+def box_from_selection(selection) -> tuple[int, int, int, int] | None:
+    """The crop box from a plotly box-selection event (as Streamlit reports it), or None."""
+    boxes = (selection or {}).get("box") or []
+    if not boxes:
+        return None
+    b = boxes[-1]
+    (xa, xb), (ya, yb) = sorted(b["x"]), sorted(b["y"])
+    return int(round(xa)), int(round(ya)), int(round(xb)), int(round(yb))

@@ -14,7 +14,15 @@ from .model import ModelCard, fold_paths, load_card, load_fold, model_hash
 from .preprocess import normalise, to_input
 from .train import half_width
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "demo"
+MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODEL_DIR = MODELS_ROOT / "demo"
+
+
+def list_models(root: str | Path = MODELS_ROOT) -> dict[str, Path]:
+    """Installed model directories (those holding a model_card.json) by name, the demo model first."""
+    root = Path(root)
+    dirs = sorted((p.parent for p in root.glob("*/model_card.json")), key=lambda p: (p.name != "demo", p.name))
+    return {p.name: p for p in dirs}
 
 FLAG_TEXT = {
     "not_a_knee": "The image does not look like a knee radiograph to this model.",
@@ -156,7 +164,7 @@ class Predictor:
         from captum.attr import LayerAttribution
 
         model = self.models[0]
-        x = normalise(torch.from_numpy(np.asarray(model_input, np.float32))[None, None].to(self.device))
+        x = normalise(torch.from_numpy(np.asarray(model_input, np.float32))[None, None].to(self.device)).requires_grad_()
         sex_t = torch.tensor([_sex_code(sex)], dtype=torch.float32, device=self.device)
         ch = torch.tensor([chron_months], dtype=torch.float32, device=self.device) if self.card.config.use_chron_age else None
 

@@ -11,6 +11,7 @@ from tests.conftest import ROOT
 def test_upload_dicom_and_non_image():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
+    at.switch_page("pages/image_checker.py").run()
     assert not at.exception
     assert at.title[0].value == "Image checker"
     dcm = Path(pydicom.data.get_testdata_file("RG3_J2KR.dcm"))

@@ -1,0 +1,110 @@
+"""One case, as a clinician checks it: bone age, interval, per-fold values, SDS, flags and saliency.
+
+The single-case page and ``python -m kneeage predict`` both stop here; :mod:`kneeage.report` turns a
+:class:`CaseResult` into the downloadable HTML and JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import reference
+from .errors import InputError
+from .imaging import Radiograph
+from .predict import Prediction, Predictor, overlay, years_months
+from .preprocess import auto_box, parse_box
+
+DEMO_STATEMENT = ("This is the synthetic demo model, trained only on computer-generated phantom radiographs. "
+                  "Its numbers show how kneeage works; they are not a clinical bone age.")
+SALIENCY_METHODS = {"gradient": "Vanilla gradient", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM (last stage)"}
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    file: str
+    sex: str
+    chronological_age_months: float | None
+    box: tuple[int, int, int, int]
+    prediction: Prediction
+    sds: reference.SDSResult | None
+
+    @property
+    def bone_age_text(self) -> str:
+        return years_months(self.prediction.bone_age_months)
+
+    def as_dict(self) -> dict:
+        p = self.prediction
+        out = {
+            "file": self.file,
+            "sex": self.sex,
+            "chronological_age_months": self.chronological_age_months,
+            "crop_box": list(self.box),
+            "bone_age_months": round(p.bone_age_months, 2),
+            "bone_age_years_months": self.bone_age_text,
+            "interval_months": [round(v, 2) for v in p.interval_months],
+            "interval_level": p.interval_level,
+            "fold_values_months": [round(v, 2) for v in p.fold_values_months],
+            "flags": list(p.flags),
+            "flag_messages": p.flag_messages,
+            "model_name": p.model_name,
+            "model_hash": p.model_hash,
+            "synthetic_demo": p.synthetic_demo,
+        }
+        if self.sds is not None:
+            out.update(bone_age_sds=round(self.sds.sds, 2), sds_category=self.sds.category,
+                       sds_reference=self.sds.source)
+        if p.synthetic_demo:
+            out["notice"] = DEMO_STATEMENT
+        return out
+
+
+def default_box(radiograph: Radiograph) -> tuple[int, int, int, int]:
+    return auto_box(radiograph.pixels)
+
+
+def check_box(box, radiograph: Radiograph) -> tuple[int, int, int, int]:
+    """A crop box ("auto", "full", text "x0,y0,x1,y1" or four numbers) clipped to the image; refuses
+    boxes under 16 px."""
+    h, w = radiograph.shape
+    if box is None or box == "auto":
+        return default_box(radiograph)
+    if box == "full":
+        return 0, 0, w, h
+    b = parse_box(box) if isinstance(box, str) else tuple(int(round(v)) for v in box)
+    if b is None:
+        return default_box(radiograph)
+    x0, x1 = sorted((min(max(b[0], 0), w), min(max(b[2], 0), w)))
+    y0, y1 = sorted((min(max(b[1], 0), h), min(max(b[3], 0), h)))
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        raise InputError(f"{radiograph.name}: the crop box {b} leaves less than 16 px of the {w}x{h} image.")
+    return x0, y0, x1, y1
+
+
+def analyse(predictor: Predictor, radiograph: Radiograph, sex: str, chronological_age_months: float | None,
+            box=None) -> tuple[CaseResult, np.ndarray]:
+    """Predict one radiograph; returns the result and the model input (for display and saliency)."""
+    if sex not in ("F", "M"):
+        raise InputError(f"{radiograph.name}: sex must be F or M; the file does not say, so please choose one.")
+    chron = chronological_age_months
+    if chron is not None and (isinstance(chron, float) and math.isnan(chron)):
+        chron = None
+    if chron is not None and not 0 <= chron <= 240:
+        raise InputError(f"{radiograph.name}: chronological age {chron:.0f} months is outside 0-240 months.")
+    b = check_box(box, radiograph)
+    x = predictor.prepare(radiograph.pixels, b)
+    pred = predictor.predict_many([x], [sex], [chron], [radiograph.body_part])[0]
+    sds = reference.bone_age_sds(min(max(pred.bone_age_months, 0), 240), chron, sex) if chron is not None else None
+    return CaseResult(radiograph.name, sex, chron, b, pred, sds), x
+
+
+def saliency_overlay(predictor: Predictor, model_input: np.ndarray, sex: str, method: str = "gradient",
+                     opacity: float = 0.5, chronological_age_months: float | None = None) -> np.ndarray:
+    """RGB uint8 overlay of the saliency map on the model input."""
+    if not 0 <= opacity <= 1:
+        raise InputError(f"opacity must lie between 0 and 1, got {opacity}.")
+    s = predictor.saliency(model_input, sex, method, chron_months=chronological_age_months)
+    return overlay(model_input, s, opacity)
+

@@ -1,0 +1,118 @@
+"""Single case: one knee radiograph → bone age, interval, SDS, flags and saliency."""
+
+import streamlit as st
+
+from kneeage import KneeageError, case, report
+from kneeage.imaging import load_radiograph
+from kneeage.phantom import DEMO_CASES, demo_case_dicom
+from kneeage.plots import box_from_selection, crop_figure
+from kneeage.predict import years_months
+from pages.common import predictor
+
+st.title("Single case")
+st.caption("Nothing is written to disk or to the database: the image and the result stay in this browser "
+           "session's memory until you download them.")
+
+
+@st.cache_data(show_spinner="Rendering a synthetic demo knee…")
+def _demo(index: int):
+    return demo_case_dicom(index)
+
+
+left, right = st.columns([3, 2])
+upload = left.file_uploader("Knee radiograph (DICOM, PNG, JPEG, TIFF)", key="file")
+with right:
+    demo_label = st.selectbox("…or try a demo case (synthetic phantom)", [c[0] for c in DEMO_CASES], key="demo_pick")
+    if st.button("Try a demo case", key="demo"):
+        st.session_state.demo_index = [c[0] for c in DEMO_CASES].index(demo_label)
+
+if upload is not None:
+    source = (upload.name, upload.getvalue())
+    st.session_state.pop("demo_index", None)
+elif "demo_index" in st.session_state:
+    source = _demo(st.session_state.demo_index)
+else:
+    st.info("Upload a radiograph or try a demo case to begin.")
+    st.stop()
+
+try:
+    rad = load_radiograph(source[1], name=source[0])
+except KneeageError as e:
+    st.error(str(e), icon=":material/block:")
+    st.stop()
+
+key = rad.content_hash[:12]  # widgets per image: a new image starts from its own header
+if f"box_{key}" not in st.session_state:
+    st.session_state[f"box_{key}"] = ",".join(map(str, case.default_box(rad)))
+c1, c2 = st.columns(2)
+sex = c1.radio("Sex", ["F", "M"], index=["F", "M"].index(rad.sex) if rad.sex in ("F", "M") else None,
+               key=f"sex_{key}", horizontal=True, format_func={"F": "Female", "M": "Male"}.get,
+               help="Filled in from the DICOM header when present; change it if it is wrong.")
+file_age = rad.chronological_age_months
+age = c2.number_input("Chronological age (months)", 0.0, 240.0, round(file_age, 1) if file_age is not None else None,
+                      1.0, key=f"age_{key}",
+                      help="From the DICOM birth and study dates when present; leave empty if unknown (no SDS then).")
+if rad.sex or file_age is not None:
+    st.caption("Sex and age were read from the file's header (the dates themselves are not kept).")
+if sex is None:
+    st.warning("The file does not say the patient's sex; choose it above to get a bone age.")
+    st.stop()
+
+st.subheader("Knee region")
+k1, k2 = st.columns(2)
+with k1:
+    try:
+        box = case.check_box(st.session_state[f"box_{key}"], rad)
+    except KneeageError as e:
+        st.error(str(e))
+        box = case.default_box(rad)
+    event = st.plotly_chart(crop_figure(rad.pixels, box), key="crop", on_select="rerun", selection_mode="box",
+                            config={"displayModeBar": False})
+    picked = box_from_selection(event.get("selection") if event else None)
+    if picked and picked != box and st.session_state.get("last_pick") != picked:
+        st.session_state.last_pick = picked
+        st.session_state[f"box_{key}"] = ",".join(map(str, picked))
+        st.rerun()
+    st.text_input("Crop box x0,y0,x1,y1 (pixels) — drag a box on the image or type it", key=f"box_{key}")
+
+try:
+    result, model_input = case.analyse(predictor(), rad, sex, age, box)
+except KneeageError as e:
+    st.error(str(e))
+    st.stop()
+k2.image((model_input * 255).astype("uint8"), caption="The model's input", width=320)
+
+st.subheader("Result")
+p = result.prediction
+for message in p.flag_messages:
+    st.warning(message, icon=":material/flag:")
+if p.synthetic_demo:
+    st.error(case.DEMO_STATEMENT, icon=":material/science:")
+m1, m2, m3 = st.columns(3)
+m1.metric("Bone age", years_months(p.bone_age_months), help=f"{p.bone_age_months:.1f} months")
+lo, hi = p.interval_months
+m2.metric(f"{p.interval_level:.0%} interval", f"{lo:.0f}–{hi:.0f} mo",
+          help="Calibrated on the model's cross-validation folds (split conformal, by predicted-age band).")
+if result.sds is not None:
+    m3.metric("Bone-age SDS", f"{result.sds.sds:+.2f}", result.sds.category, delta_color="off")
+    st.caption(result.sds.sentence())
+else:
+    m3.metric("Bone-age SDS", "—", help="Needs the chronological age.")
+st.write(f"**{p.bone_age_months:.1f} months**; per-fold values: "
+         + ", ".join(f"{v:.1f}" for v in p.fold_values_months) + " months.")
+with st.expander(f"Model: {p.model_name} · hash {p.model_hash}"):
+    st.json(predictor().card.summary())
+
+st.subheader("Saliency")
+s1, s2 = st.columns([1, 2])
+method = s1.selectbox("Method", list(case.SALIENCY_METHODS), format_func=case.SALIENCY_METHODS.get, key="saliency")
+opacity = s1.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
+over = case.saliency_overlay(predictor(), model_input, result.sex, method, opacity, result.chronological_age_months)
+s2.image(over, caption=f"{case.SALIENCY_METHODS[method]} on the model input (fold 0)", width=420)
+
+d1, d2 = st.columns(2)
+stem = result.file.rsplit(".", 1)[0]
+d1.download_button("Download report (HTML)", report.case_html(result, model_input, over, case.SALIENCY_METHODS[method]),
+                   f"{stem}_kneeage.html", "text/html", key="dl_html")
+d2.download_button("Download result (JSON)", report.case_json(result), f"{stem}_kneeage.json", "application/json",
+                   key="dl_json")

@@ -1,0 +1,112 @@
+"""AppTest of the single-case page: demo case, DICOM upload with header values, edited sex and age,
+a PNG without a header, flags, crop box, saliency and downloads."""
+
+import io
+import json
+from datetime import date
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from kneeage.phantom import demo_case_dicom, render_hand, write_dicom
+from tests.conftest import ROOT
+
+
+def _app():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _metrics(at):
+    return {m.label: m.value for m in at.metric}
+
+
+def test_demo_case_shows_a_full_result():
+    at = _app()
+    assert at.title[0].value == "Single case"
+    assert "Upload a radiograph or try a demo case" in at.info[0].value
+    at.button(key="demo").click().run()
+    assert not at.exception
+    m = _metrics(at)
+    assert m["Bone age"].endswith(" mo") and m["95% interval"].endswith(" mo")
+    assert m["Bone-age SDS"] != "—"
+    assert any("synthetic demo model" in e.value for e in at.error)  # the plain statement
+    assert any("Brush Foundation" in c.value for c in at.caption)  # the SDS reference is named
+    assert any("per-fold values" in md.value for md in at.markdown)
+    assert [b.proto.label for b in at.get("download_button")] == ["Download report (HTML)", "Download result (JSON)"]
+    assert len(at.get("image")) == 2  # model input and saliency overlay
+    assert not any("not_a_knee" in w.value for w in at.warning)
+
+
+def test_dicom_upload_fills_sex_and_age_and_edits_change_the_sds():
+    at = _app()
+    name, data = demo_case_dicom(1)  # a boy of 134 months, bone age delayed
+    at.file_uploader(key="file").upload(name, data, "application/dicom").run()
+    assert not at.exception
+    assert at.radio[0].value == "M" and at.number_input[0].value == pytest.approx(134.0, abs=0.1)
+    sds_boy = _metrics(at)["Bone-age SDS"]
+    at.radio[0].set_value("F").run()
+    assert _metrics(at)["Bone-age SDS"] != sds_boy  # girls' SDs differ
+    at.number_input[0].set_value(60.0).run()
+    assert float(_metrics(at)["Bone-age SDS"]) > 2  # much older bone age than a 5-year-old's
+    assert [m.delta for m in at.metric if m.label == "Bone-age SDS"] == ["advanced"]
+
+
+def test_png_without_header_needs_sex_and_gives_no_sds():
+    at = _app()
+    from kneeage.phantom import render_knee
+
+    ph = render_knee(100, "F", 3, 256)
+    buf = io.BytesIO()
+    Image.fromarray((ph.pixels * 65535).astype(np.uint16)).save(buf, format="PNG")
+    at.file_uploader(key="file").upload("knee.png", buf.getvalue(), "image/png").run()
+    assert not at.exception
+    assert any("does not say the patient's sex" in w.value for w in at.warning)
+    assert not at.metric
+    at.radio[0].set_value("F").run()
+    assert _metrics(at)["Bone-age SDS"] == "—"
+    assert at.number_input[0].value is None
+
+
+def test_a_hand_film_is_flagged_before_the_number():
+    at = _app()
+    ph = render_hand(120, "M", 5, 384)
+    buf = io.BytesIO()
+    write_dicom(buf, ph.stored, ph.truth, birth=date(2015, 1, 1), study=date(2025, 1, 1), patient_id="H1",
+                body_part="HAND")
+    at.file_uploader(key="file").upload("hand.dcm", buf.getvalue(), "application/dicom").run()
+    assert not at.exception
+    assert any("does not look like a knee" in w.value for w in at.warning)
+    # flags come before the result metrics on the page
+    order = [type(el).__name__ for el in at.main if type(el).__name__ in ("Warning", "Metric")]
+    assert order.index("Warning") < order.index("Metric")
+
+
+def test_crop_box_and_saliency_controls():
+    at = _app()
+    at.button(key="demo").click().run()
+    box = at.text_input[0]
+    default = box.value
+    assert len(default.split(",")) == 4
+    box.set_value("0,0,200,200").run()
+    assert not at.exception and at.text_input[0].value == "0,0,200,200"
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [(r["x0"], r["y0"], r["x1"], r["y1"]) for r in spec["layout"]["shapes"]] == [(0, 0, 200, 200)]
+    at.text_input[0].set_value("0,0,5,5").run()
+    assert any("leaves less than 16 px" in e.value for e in at.error)
+    at.text_input[0].set_value(default).run()
+    for method in ("smoothgrad", "gradcam"):
+        at.selectbox(key="saliency").set_value(method).run()
+        assert not at.exception
+    at.slider(key="opacity").set_value(0.9).run()
+    assert not at.exception and len(at.get("image")) == 2
+
+
+def test_non_image_is_refused():
+    at = _app()
+    at.file_uploader(key="file").upload("notes.txt", b"not an x-ray", "text/plain").run()
+    assert [e.value for e in at.error] == ["notes.txt: it is not an image file (neither DICOM nor PNG, JPEG or TIFF)."]
