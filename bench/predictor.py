@@ -3,6 +3,12 @@
 Prints medians; the ratio compares runs in this same process. No assertions.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+
 import statistics
 import time
 

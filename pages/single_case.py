@@ -94,7 +94,7 @@ lo, hi = p.interval_months
 m2.metric(f"{p.interval_level:.0%} interval", f"{lo:.0f}–{hi:.0f} mo",
           help="Calibrated on the model's cross-validation folds (split conformal, by predicted-age band).")
 if result.sds is not None:
-    m3.metric("Bone-age SDS", f"{result.sds.sds:+.2f}", result.sds.category, delta_color="off")
+    m3.metric("Bone-age SDS", f"{result.sds.sds:+.2f}", result.sds.category, delta_color="off", delta_arrow="off")
     st.caption(result.sds.sentence())
 else:
     m3.metric("Bone-age SDS", "—", help="Needs the chronological age.")
