@@ -176,3 +176,75 @@ def evaluate(model_dir, manifest, truth, crop, cases):
     if cases:
         df.to_csv(cases, index=False)
     click.echo(json.dumps(summarise(df, pd.read_csv(truth) if truth else None)))
+
+
+@main.command()
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--images", type=click.Path(exists=True), required=True, help="Images folder or a zip archive.")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Model directory (default: the bundled demo).")
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite database (default: studies/kneeage.db).")
+@click.option("--site", default="site", show_default=True)
+@click.option("--name", default=None, help="Cohort name (default: the manifest's file name).")
+@click.option("--batch", default=8, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="Image-decoding threads.")
+@click.option("--identifying", is_flag=True, help="Opt in: keep identifying manifest columns in the database.")
+def validate(manifest, images, model_dir, out, db, site, name, batch, workers, identifying):
+    """Validate a model on a cohort: dry-run check, resumable batch run, results and exports."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from . import plots, report, validation
+    from .cohort import FolderSource, ZipSource, check_cohort, read_manifest
+    from .predict import DEFAULT_MODEL_DIR, Predictor
+    from .store import DEFAULT_DB, Store
+
+    source = _guard(lambda: ZipSource(images) if Path(images).is_file() else FolderSource(images))
+    df = _guard(lambda: read_manifest(manifest, Path(manifest).name))
+    with tqdm(total=len(df), desc="checking", unit="case", file=sys.stderr) as bar:
+        check = _guard(lambda: check_cohort(df, source, workers, progress=lambda k, n: bar.update(k - bar.n),
+                                            opt_in_identifying=identifying))
+    s = check.summary
+    click.echo(f"dry run: {s['rows']} rows, {s['usable']} usable, {s['errors']} errors, {s['warnings']} warnings; "
+               f"sexes {s['sexes']}; ages {s['age_range_months']} months", err=True)
+    for a in check.assumptions:
+        click.echo(f"  assumed: {a}", err=True)
+    for p in check.problems.itertuples():
+        click.echo(f"  row {p.row} ({p.case_id}): {p.severity}: {p.problem}.", err=True)
+    if not s["usable"]:
+        click.echo("error: no usable cases.", err=True)
+        sys.exit(2)
+    store = Store(db or DEFAULT_DB)
+    pred = _guard(lambda: Predictor(model_dir or DEFAULT_MODEL_DIR))
+    cohort_id = validation.ingest(store, check, name or Path(manifest).stem, site, source, identifying)
+    with tqdm(total=s["usable"], desc="predicting", unit="case", file=sys.stderr) as bar:
+        run_id = _guard(lambda: validation.run_model(store, cohort_id, pred, source, batch, workers, check.inputs,
+                                                     progress=lambda k, n: bar.update(k - bar.n)))
+    cases = validation.case_table(store, run_id)
+    summary = _guard(lambda: validation.analyse(cases))
+    meta = {"site": site, "cohort": name or Path(manifest).stem, "cohort_id": cohort_id, "run_id": run_id,
+            "model_name": pred.card.name, "model_hash": pred.hash, "synthetic_demo": bool(pred.card.synthetic_demo),
+            "assumptions": check.assumptions}
+    note = plots.DEMO_NOTE if pred.card.synthetic_demo else None
+    paths = report.write_validation(out, cases, summary, meta, plots.validation_figures(cases, summary, note))
+    click.echo(json.dumps({k: summary.get(k) for k in ("n", "mae", "rmse", "bias", "loa_lower", "loa_upper")}))
+    click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
+
+
+@main.command()
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+def pool(bundles, out):
+    """Pool site bundles: per-site MAE and bias, heterogeneity, pooled estimates (pooled.json, forest.html)."""
+    from pathlib import Path
+
+    from . import plots, validation
+
+    loaded = [_guard(lambda b=b: validation.read_bundle(b)) for b in bundles]
+    result = _guard(lambda: validation.pool(loaded))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "pooled.json").write_text(json.dumps(result, indent=2, default=float))
+    plots.pooling_figure(result).write_html(Path(out) / "forest.html", include_plotlyjs=True)
+    p = result["pooled"]
+    click.echo(json.dumps({"n_sites": result["n_sites"], "n": p["n"], "mae": p["mae"], "bias": p["bias"]}))

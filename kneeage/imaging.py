@@ -368,14 +368,16 @@ def _check_size(label: str, rows: int, cols: int) -> None:
 
 
 def _scale01(arr) -> np.ndarray:
-    a = np.asarray(arr, dtype=np.float64)
+    a = np.array(arr, dtype=np.float32)  # a copy: scaled in place below
     finite = np.isfinite(a)
     if not finite.all():
         a = np.where(finite, a, np.nanmin(np.where(finite, a, np.nan)) if finite.any() else 0.0)
     lo, hi = float(a.min()), float(a.max())
     if hi <= lo:
         return np.zeros(a.shape, dtype=np.float32)
-    return ((a - lo) / (hi - lo)).astype(np.float32)
+    a -= lo
+    a *= np.float32(1.0 / (hi - lo))
+    return a
 
 
 def _short(e: Exception) -> str:

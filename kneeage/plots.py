@@ -118,3 +118,51 @@ def box_from_selection(selection) -> tuple[int, int, int, int] | None:
     b = boxes[-1]
     (xa, xb), (ya, yb) = sorted(b["x"]), sorted(b["y"])
     return int(round(xa)), int(round(ya)), int(round(xb)), int(round(yb))
+
+
+def error_vs_age(age, error, case_ids: Sequence[str] | None = None, note: str | None = None) -> go.Figure:
+    """Signed error against chronological age, with a zero line."""
+    a, e = np.asarray(age, float), np.asarray(error, float)
+    ids = list(case_ids) if case_ids is not None else [str(i + 1) for i in range(a.size)]
+    fig = go.Figure(go.Scatter(x=a / 12, y=e, mode="markers", text=ids, marker=dict(size=7, opacity=0.7),
+                               hovertemplate="%{text}<br>age %{x:.1f} y<br>error %{y:.1f} mo<extra></extra>"))
+    fig.add_hline(y=0, line_color="grey")
+    return _layout(fig, "Error against chronological age", "chronological age (years)",
+                   "predicted − reference (months)", note)
+
+
+def validation_figures(cases: pd.DataFrame, summary: dict, note: str | None = None) -> dict[str, go.Figure]:
+    """The validation report's figures, from the per-case table and its summary."""
+    ok = cases[(cases.status == "done") & cases.reference_bone_age_months.notna()]
+    if len(ok) < 3:
+        return {}
+    pred, ref, ids = ok.predicted_bone_age_months, ok.reference_bone_age_months, ok.case_id.astype(str).tolist()
+    figs = {
+        "bland_altman": bland_altman(stats.bland_altman(pred, ref), ids, note=note),
+        "scatter": scatter(pred, ref, ids, stats.passing_bablok(ref, pred), note=note),
+    }
+    if ok.chronological_age_months.notna().any():
+        figs["error_vs_age"] = error_vs_age(ok.chronological_age_months, pred - ref, ids, note)
+        figs["error_by_group"] = error_by_group(ok.assign(error=pred - ref, age_band=stats.age_band(ok.chronological_age_months)),
+                                                note=note)
+    comps = summary.get("comparisons") or {}
+    if comps:
+        rows = pd.DataFrame([{"label": f"model − {k}", "estimate": v["mae_difference"], "lower": v["mae_difference_ci"][0],
+                              "upper": v["mae_difference_ci"][1]} for k, v in comps.items()])
+        figs["comparisons"] = forest(rows, title="Difference in MAE, model minus comparator (paired bootstrap 95% CI)",
+                                     x_title="difference in MAE (months); negative favours the model", note=note)
+    return figs
+
+
+def pooling_figure(result: dict, what: str = "mae") -> go.Figure:
+    """Forest plot of per-site MAE (or bias) with the random-effects pooled estimate and I²."""
+    rows = pd.DataFrame(result["sites"]).rename(columns={what: "estimate", f"{what}_lower": "lower", f"{what}_upper": "upper"})
+    het = result.get(f"{what}_heterogeneity")
+    pooled = None
+    title = f"{'MAE' if what == 'mae' else 'Bias'} by site"
+    if het:
+        pooled = {"estimate": het["random"], "lower": het["random_ci"][0], "upper": het["random_ci"][1],
+                  "label": "pooled (random effects)"}
+        title += f" — I² {het['I2']:.0%}, Q p {het['Q_p']:.3g}"
+    return forest(rows.rename(columns={"site": "label"}), pooled=pooled, title=title,
+                  x_title="MAE (months)" if what == "mae" else "bias, model − reference (months)")

@@ -1,5 +1,7 @@
-"""Exports: the single-case report (HTML and JSON). Self-contained: images are embedded as PNG data
-URIs, no scripts or fonts are fetched, so a report opens offline and leaves nothing behind."""
+"""Exports: the single-case report (HTML, JSON) and the validation exports (per-case CSV, summary JSON,
+HTML report, site bundle). Self-contained: images are embedded as PNG data URIs and plotly.js is
+inlined, nothing is fetched, so a report opens offline. CSV cells that a spreadsheet would run as a
+formula (starting with = + - @) are written with a leading apostrophe."""
 
 from __future__ import annotations
 
@@ -7,9 +9,15 @@ import base64
 import html
 import io
 import json
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
+
+from . import __version__
 
 from .case import CaseResult
 from .predict import FLAG_TEXT
@@ -60,3 +68,71 @@ def case_html(result: CaseResult, model_input: np.ndarray, overlay_rgb: np.ndarr
             f"<p>File: {e(d['file'])}</p>{demo}{flags}<table>{table}</table><div class='imgs'>{imgs}</div>"
             f"<p><small>Generated locally by kneeage; this report contains no names, IDs or dates.</small></p>"
             f"</body></html>")
+
+
+def safe_csv(df: pd.DataFrame) -> str:
+    """CSV text with formula-looking text cells neutralised."""
+    def cell(v):
+        return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+    return df.map(cell).to_csv(index=False)
+
+
+def validation_html(summary: dict, meta: dict, figures: dict) -> str:
+    """The validation report: identity, summary table, comparisons, figures (plotly inlined once)."""
+    e = html.escape
+    demo = ('<div class="demo">Synthetic demo model: these numbers show how the validation works; they are '
+            "not evidence about a clinical model.</div>") if meta.get("synthetic_demo") else ""
+
+    def num(k, fmt="{:.2f}"):
+        v = summary.get(k)
+        return "—" if v is None else fmt.format(v)
+
+    def ci(k):
+        v = summary.get(k)
+        return "" if not v else f" ({v[0]:.2f} to {v[1]:.2f})"
+
+    rows = [("Cases (with prediction and reference)", f"{summary.get('n', 0)} of {summary.get('n_cases', 0)}"),
+            ("Failed to read", summary.get("n_failed", 0)),
+            ("MAE (months, BCa 95% CI)", num("mae") + ci("mae_ci")), ("RMSE", num("rmse")),
+            ("Bias, model − reference (t 95% CI)", num("bias") + ci("bias_ci")), ("SD of differences", num("sd")),
+            ("95% limits of agreement", f"{num('loa_lower')} to {num('loa_upper')}"),
+            ("Median absolute error", num("median_ae"))]
+    for k, v in (summary.get("within") or {}).items():
+        rows.append((f"Within {k} months", f"{v:.0%}"))
+    for k, c in (summary.get("comparisons") or {}).items():
+        rows.append((f"MAE model − {k} (paired bootstrap CI)",
+                     f"{c['mae_difference']:.2f} ({c['mae_difference_ci'][0]:.2f} to {c['mae_difference_ci'][1]:.2f}); "
+                     f"MAE of {k} {c['mae_other']:.2f}; Wilcoxon p {c['wilcoxon_p']:.3g}"))
+    rc = summary.get("recalibration")
+    if rc:
+        rows.append(("Site recalibration (5-fold CV, linear)",
+                     f"MAE {rc['mae_before']:.2f} → {rc['mae_after']:.2f}; line {rc['intercept']:.1f} + {rc['slope']:.3f}·x"))
+    table = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+    ident = "".join(f"<tr><th>{e(k)}</th><td>{e(str(meta.get(k, '')))}</td></tr>"
+                    for k in ("site", "cohort", "model_name", "model_hash", "kneeage_version", "created"))
+    figs = "".join(f"<h2>{e(name.replace('_', ' ').capitalize())}</h2>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0))
+                   for i, (name, fig) in enumerate(figures.items()))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>kneeage validation — {e(str(meta.get('site', '')))}"
+            f"</title><style>{_CSS}</style></head><body><h1>External validation</h1>{demo}<table>{ident}</table>"
+            f"<h2>Agreement with the reference</h2><table>{table}</table>{figs}"
+            f"<p><small>Formulas: docs/statistics.md. Differences are model − reference.</small></p></body></html>")
+
+
+def write_validation(out: str | Path, cases: pd.DataFrame, summary: dict, meta: dict, figures: dict) -> dict[str, Path]:
+    """cases.csv, summary.json, report.html and site_bundle.zip (de-identified per-case results, study
+    metadata and model identity, for the study PI; no images)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = meta | {"kneeage_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    paths = {"cases": out / "cases.csv", "summary": out / "summary.json", "report": out / "report.html",
+             "bundle": out / "site_bundle.zip"}
+    csv_text = safe_csv(cases)
+    summary_text = json.dumps(summary, indent=2)
+    paths["cases"].write_text(csv_text)
+    paths["summary"].write_text(summary_text)
+    paths["report"].write_text(validation_html(summary, meta, figures))
+    with zipfile.ZipFile(paths["bundle"], "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("cases.csv", csv_text)
+        z.writestr("summary.json", summary_text)
+        z.writestr("meta.json", json.dumps(meta, indent=2))
+    return paths

@@ -1,0 +1,372 @@
+"""Validation cohorts: the manifest schema, image sources (a folder or a zip) and the dry-run check.
+
+Manifest (CSV, one row per case; headers are case-insensitive):
+
+* ``case_id`` — a pseudonymous id (required, unique);
+* ``image`` — the file, relative to the images folder or zip (required);
+* ``sex`` — F/M (female/male, girl/boy accepted);
+* chronological age — ``chronological_age_months`` or ``_years``, or ``chronological_age`` / ``age``
+  with a unit column (``age_unit``: months/years), or ``birth_date`` + ``study_date``;
+* reference bone age — ``reference_bone_age_months`` / ``_years``, or ``reference_bone_age`` /
+  ``bone_age`` with ``bone_age_unit``;
+* optional ``reference_method``, ``reader``, ``crop_box`` ("x0,y0,x1,y1"), and comparator estimates:
+  any other ``<name>_bone_age_months`` / ``_years`` column (e.g. ``fels_bone_age_months``).
+
+Without a unit the ages are taken as years when every value is at most 21, else months, and the check
+says so. Identifying columns (names, patient ids, accession numbers, dates) are dropped on ingest
+unless the site opts in. Row numbers in messages are the CSV line numbers (the header is line 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import stat
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError, KneeageError
+from .imaging import age_months, load_radiograph
+from .preprocess import parse_box
+
+MAX_AGE_MONTHS = 240.0
+IDENTIFYING = {"patient_name", "name", "patient_id", "mrn", "accession", "accession_number", "birth_date",
+               "date_of_birth", "dob", "study_date", "exam_date", "patient_birth_date", "address", "phone"}
+LIMITS = {"max_zip_bytes": 20 * 2**30, "max_files": 100_000, "max_member_ratio": 200}
+_ALIASES = {"case": "case_id", "id": "case_id", "image_file": "image", "file": "image", "filename": "image",
+            "path": "image", "gender": "sex", "dob": "birth_date", "date_of_birth": "birth_date",
+            "exam_date": "study_date"}
+
+
+# ------------------------------------------------------------------------------ image sources
+
+
+class ImageSource:
+    """Where the manifest's image files live. ``read(name)`` returns the bytes or raises KneeageError."""
+
+    label = ""
+
+    def read(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+
+def _clean_member(name: str) -> str | None:
+    """A safe relative POSIX path, or None for absolute paths and '..' traversal."""
+    p = PurePosixPath(str(name).replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or re.match(r"^[A-Za-z]:", str(name)):
+        return None
+    return str(p)
+
+
+class FolderSource(ImageSource):
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise InputError(f"{root}: the images folder does not exist.")
+        self.label = str(self.root)
+
+    def _path(self, name: str) -> Path:
+        rel = _clean_member(name)
+        if rel is None:
+            raise InputError(f"{name}: the image path leaves the images folder.")
+        p = (self.root / rel).resolve()
+        if self.root not in p.parents:
+            raise InputError(f"{name}: the image path leaves the images folder (through a link).")
+        return p
+
+    def exists(self, name: str) -> bool:
+        try:
+            return self._path(name).is_file()
+        except KneeageError:
+            return False
+
+    def read(self, name: str) -> bytes:
+        return self._path(name).read_bytes()
+
+
+class ZipSource(ImageSource):
+    """Images inside a zip archive, refusing traversal, links, nested archives and zip bombs."""
+
+    def __init__(self, data: bytes | str | Path, label: str = "upload.zip"):
+        if isinstance(data, (str, Path)):
+            label, data = Path(data).name, Path(data).read_bytes()
+        self.label = label
+        try:
+            self.zf = zipfile.ZipFile(io.BytesIO(data))
+            infos = self.zf.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise InputError(f"{label}: not a readable zip archive ({e}).") from None
+        if len(infos) > LIMITS["max_files"]:
+            raise InputError(f"{label}: {len(infos)} files, over the limit of {LIMITS['max_files']}.")
+        total = sum(i.file_size for i in infos)
+        if total > LIMITS["max_zip_bytes"]:
+            raise InputError(f"{label}: it would unpack to {total / 2**30:.1f} GiB, over the limit of "
+                             f"{LIMITS['max_zip_bytes'] / 2**30:.0f} GiB.")
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        self.refused: dict[str, str] = {}
+        for i in infos:
+            if i.is_dir():
+                continue
+            rel = _clean_member(i.filename)
+            if rel is None:
+                self.refused[i.filename] = "its path leaves the archive"
+            elif stat.S_ISLNK(i.external_attr >> 16):
+                self.refused[rel] = "it is a symbolic link"
+            elif i.compress_size and i.file_size / i.compress_size > LIMITS["max_member_ratio"]:
+                self.refused[rel] = f"it expands {i.file_size // max(i.compress_size, 1)}-fold (a zip bomb?)"
+            else:
+                self.members[rel] = i
+
+    def names(self) -> list[str]:
+        return sorted(self.members)
+
+    def exists(self, name: str) -> bool:
+        return _clean_member(name) in self.members
+
+    def read(self, name: str) -> bytes:
+        rel = _clean_member(name)
+        if rel in self.refused:
+            raise InputError(f"{name}: refused in {self.label}: {self.refused[rel]}.")
+        if rel not in self.members:
+            raise InputError(f"{name}: not found in {self.label}.")
+        data = self.zf.read(self.members[rel])
+        if data[:4] == b"PK\x03\x04":
+            raise InputError(f"{name}: it is a zip archive inside the archive; unpack it first.")
+        return data
+
+
+# ------------------------------------------------------------------------------- the manifest
+
+
+@dataclass
+class CohortCheck:
+    """The dry run: usable cases (normalised columns), problems with row and reason, assumptions."""
+
+    cases: pd.DataFrame
+    problems: pd.DataFrame
+    assumptions: list[str]
+    summary: dict
+    inputs: dict = field(default_factory=dict, repr=False)  # case_id → decoded Radiograph (cache)
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        return self.problems[self.problems.severity == "error"]
+
+
+def _norm_header(h: str) -> str:
+    h = re.sub(r"[^0-9a-z]+", "_", str(h).strip().lstrip("\ufeff").lower()).strip("_")
+    return _ALIASES.get(h, h)
+
+
+def read_manifest(source, name: str = "manifest.csv") -> pd.DataFrame:
+    """Read a CSV (path, bytes or text), any common encoding and separator; headers normalised."""
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
+    if isinstance(data, str):
+        data = data.encode()
+    if not data.strip():
+        raise InputError(f"{name}: the manifest is empty.")
+    text = None
+    for enc in ("utf-8-sig", "utf-16", "cp1252"):
+        try:
+            text = data.decode(enc)
+            if enc == "utf-16" and not data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                continue
+            break
+        except UnicodeDecodeError:
+            continue
+    if text is None:
+        raise InputError(f"{name}: the manifest is not text in UTF-8, UTF-16 or Windows-1252.")
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=None, engine="python", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, csv.Error) as e:
+        raise InputError(f"{name}: the manifest is not a readable CSV ({str(e).splitlines()[0]}).") from None
+    df.columns = [_norm_header(c) for c in df.columns]
+    dup = df.columns[df.columns.duplicated()]
+    if len(dup):
+        raise InputError(f"{name}: column {dup[0]!r} appears twice.")
+    for need in ("case_id", "image"):
+        if need not in df.columns:
+            raise InputError(f"{name}: the manifest has no {need!r} column (columns: {', '.join(df.columns)}).")
+    return df.map(lambda v: v.strip() if isinstance(v, str) else v)
+
+
+def _number(v):
+    try:
+        x = float(str(v).replace(",", ".")) if str(v).strip() != "" else np.nan
+    except ValueError:
+        return None
+    return x
+
+
+def _age_column(df: pd.DataFrame, stem: str, aliases: tuple[str, ...], unit_cols: tuple[str, ...],
+                what: str, assumptions: list[str]) -> tuple[pd.Series, pd.Series] | None:
+    """(values in months, raw text) for an age-like column, with its unit made explicit."""
+    if f"{stem}_months" in df:
+        return df[f"{stem}_months"].map(_number), df[f"{stem}_months"]
+    if f"{stem}_years" in df:
+        return df[f"{stem}_years"].map(_number).map(lambda x: x * 12 if x is not None else None), df[f"{stem}_years"]
+    col = next((c for c in (stem, *aliases) if c in df), None)
+    if col is None:
+        return None
+    vals = df[col].map(_number)
+    unit_col = next((u for u in unit_cols if u in df), None)
+    if unit_col:
+        units = df[unit_col].str.lower().str.strip()
+        years = units.str.startswith("y")
+        assumptions.append(f"{what}: unit taken from column {unit_col!r} row by row.")
+    else:
+        finite = [v for v in vals if v is not None and np.isfinite(v)]
+        as_years = bool(finite) and max(finite) <= 21
+        years = pd.Series(as_years, index=df.index)
+        assumptions.append(f"{what}: column {col!r} has no unit; read as {'years' if as_years else 'months'} "
+                           f"because the largest value is {max(finite) if finite else 'absent'}.")
+    return pd.Series([v * 12 if (v is not None and y) else v for v, y in zip(vals, years)], index=df.index), df[col]
+
+
+def _sex(v: str) -> str | None:
+    s = str(v).strip().lower()
+    return {"f": "F", "female": "F", "girl": "F", "w": "F", "m": "M", "male": "M", "boy": "M"}.get(s)
+
+
+def _date(v: str) -> date | None:
+    try:
+        return pd.to_datetime(v, errors="raise").date() if str(v).strip() else None
+    except (ValueError, TypeError):
+        return None
+
+
+def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, decode: bool = True,
+                 progress=None, keep_inputs: bool = True, opt_in_identifying: bool = False) -> CohortCheck:
+    """The dry run. Every problem is a row: CSV line, case id, severity (error excludes the case,
+    warning keeps it) and one sentence. ``decode`` opens every image (readability, duplicates by
+    content, header body part); the decoded images are kept for the run that follows."""
+    df = manifest.copy()
+    assumptions: list[str] = []
+    problems: list[dict] = []
+
+    def problem(i, severity, text):
+        problems.append({"row": int(i) + 2, "case_id": str(df.at[i, "case_id"]), "severity": severity, "problem": text})
+
+    chron = _age_column(df, "chronological_age", ("age", "chronological_age_at_study"), ("age_unit", "unit"),
+                        "chronological age", assumptions)
+    ref = _age_column(df, "reference_bone_age", ("bone_age", "reference"), ("bone_age_unit", "unit"),
+                      "reference bone age", assumptions)
+    out = pd.DataFrame({"row": df.index + 2, "case_id": df["case_id"], "image": df["image"]})
+    out["sex"] = df["sex"].map(_sex) if "sex" in df else None
+    if chron is not None:
+        out["chronological_age_months"] = chron[0]
+    elif {"birth_date", "study_date"} <= set(df.columns):
+        out["chronological_age_months"] = [age_months(_date(b), _date(s)) for b, s in zip(df.birth_date, df.study_date)]
+        assumptions.append("chronological age: computed from birth_date and study_date (the dates are not stored).")
+    else:
+        out["chronological_age_months"] = np.nan
+        assumptions.append("chronological age: no column; SDS and the chronological-age baseline are unavailable.")
+    out["reference_bone_age_months"] = ref[0] if ref is not None else np.nan
+    if ref is None:
+        assumptions.append("reference bone age: no column; the model runs but agreement cannot be computed.")
+    for opt in ("reference_method", "reader", "crop_box"):
+        out[opt] = df[opt] if opt in df else ""
+    comparators = [c for c in df.columns if re.fullmatch(r"(?!reference_)\w+_bone_age_(months|years)", c)]
+    for c in comparators:
+        name = re.sub(r"_bone_age_(months|years)$", "", c)
+        vals = df[c].map(_number)
+        out[f"comparator_{name}"] = vals * (12 if c.endswith("_years") else 1)
+    if comparators:
+        assumptions.append(f"comparators: {', '.join(comparators)}.")
+    dropped = sorted(set(df.columns) & IDENTIFYING)
+    if dropped and not opt_in_identifying:
+        assumptions.append(f"identifying columns dropped, not stored: {', '.join(dropped)}.")
+    elif dropped:
+        for c in dropped:
+            out[f"identifying_{c}"] = df[c]
+        assumptions.append(f"identifying columns kept because the site opted in: {', '.join(dropped)}.")
+
+    has_chron = chron is not None or {"birth_date", "study_date"} <= set(df.columns)
+    seen_ids: dict[str, int] = {}
+    for i in df.index:
+        cid, img = str(df.at[i, "case_id"]), str(df.at[i, "image"])
+        if not cid:
+            problem(i, "error", "the case id is empty")
+        elif cid in seen_ids:
+            problem(i, "error", f"case id {cid!r} repeats row {seen_ids[cid]}")
+        else:
+            seen_ids[cid] = i + 2
+        if not img:
+            problem(i, "error", "the image column is empty")
+        elif not images.exists(img):
+            problem(i, "error", f"image file {img!r} is not in {images.label}")
+        raw_sex = df.at[i, "sex"] if "sex" in df else ""
+        if out.at[i, "sex"] is None:
+            problem(i, "error", f"sex {raw_sex!r} is not F or M" if raw_sex else "sex is missing")
+        for col, what, given in (("chronological_age_months", "chronological age", has_chron),
+                                 ("reference_bone_age_months", "reference bone age", ref is not None)):
+            v = out.at[i, col]
+            if v is None:
+                raw = (chron if col.startswith("chron") else ref)[1].iloc[i]
+                problem(i, "error", f"{what} {raw!r} is not a number")
+                out.at[i, col] = np.nan
+            elif np.isnan(v):
+                if given:
+                    problem(i, "warning", f"{what} is missing")
+            elif not 0 <= v <= MAX_AGE_MONTHS:
+                problem(i, "error", f"{what} {v:.1f} months is outside 0-{MAX_AGE_MONTHS:.0f} months")
+        try:
+            parse_box(out.at[i, "crop_box"])
+        except KneeageError as e:
+            problem(i, "error", str(e).rstrip("."))
+
+    bad_rows = {p["row"] for p in problems if p["severity"] == "error"}
+    decoded: dict = {}
+    if decode:
+        todo = [i for i in df.index if i + 2 not in bad_rows]
+
+        def load(i):
+            try:
+                return i, load_radiograph(images.read(str(df.at[i, "image"])), name=str(df.at[i, "image"])), None
+            except (KneeageError, OSError) as e:
+                return i, None, str(e).rstrip(".")
+
+        hashes: dict[str, int] = {}
+        with ThreadPoolExecutor(workers) as pool:
+            for k, (i, rad, err) in enumerate(pool.map(load, todo)):
+                if progress:
+                    progress(k + 1, len(todo))
+                if rad is None:
+                    problem(i, "error", f"unreadable: {err}")
+                    continue
+                out.at[i, "image_hash"] = rad.content_hash
+                if rad.content_hash in hashes:
+                    problem(i, "error", f"the image is identical to row {hashes[rad.content_hash]}'s")
+                    continue
+                hashes[rad.content_hash] = i + 2
+                part = (rad.body_part or "").upper()
+                if part and "KNEE" not in part and part not in ("LEG", "LOWER LIMB", "LOWERLIMB", "EXTREMITY"):
+                    problem(i, "warning", f"the DICOM header says body part {rad.body_part!r}, not a knee")
+                if keep_inputs:
+                    decoded[str(df.at[i, "case_id"])] = rad
+    probs = pd.DataFrame(problems, columns=["row", "case_id", "severity", "problem"]).sort_values(["row", "severity"], kind="stable")
+    bad_rows = set(probs.row[probs.severity == "error"])
+    usable = out[~out.row.isin(bad_rows)].reset_index(drop=True)
+    for col in usable.columns:
+        if col.endswith("_months") or col.startswith("comparator_"):
+            usable[col] = pd.to_numeric(usable[col], errors="coerce").astype(float)
+    ages = usable.chronological_age_months.dropna()
+    summary = {
+        "rows": int(len(df)), "usable": int(len(usable)), "excluded": int(len(df) - len(usable)),
+        "errors": int((probs.severity == "error").sum()), "warnings": int((probs.severity == "warning").sum()),
+        "sexes": {k: int(v) for k, v in usable.sex.value_counts().items()},
+        "age_range_months": [float(ages.min()), float(ages.max())] if len(ages) else None,
+        "with_reference": int(usable.reference_bone_age_months.notna().sum()),
+    }
+    return CohortCheck(usable, probs.reset_index(drop=True), assumptions, summary,
+                       {k: v for k, v in decoded.items() if k in set(usable.case_id)})

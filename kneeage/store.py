@@ -1,0 +1,153 @@
+"""The embedded SQLite store (sqlite-utils, WAL). The only module that writes SQL.
+
+Tables: ``cohorts`` (one per ingested cohort), ``cases`` (de-identified rows: pseudonymous case id,
+image hash, derived ages, reference; the image location is kept so a run can resume, and is never
+exported), ``runs`` (a cohort × a model version; re-running a model resumes its run, another model
+gets its own), ``results`` (one row per run × case, upserted, so a resumed run neither loses nor
+doubles a case). Each write is one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import sqlite_utils
+
+DEFAULT_DB = Path(os.environ.get("KNEEAGE_HOME", Path(__file__).resolve().parents[1] / "studies")) / "kneeage.db"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Store:
+    def __init__(self, path: str | Path = DEFAULT_DB):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self._schema()
+
+    def _schema(self):
+        t = self.db.table
+        if "cohorts" not in self.db.table_names():
+            t("cohorts").create({"id": str, "name": str, "site": str, "created": str, "source": str,
+                                 "n_cases": int, "identifying_opt_in": int, "assumptions": str}, pk="id")
+            t("cases").create({"cohort_id": str, "case_id": str, "row": int, "image": str, "image_hash": str,
+                               "sex": str, "chronological_age_months": float, "reference_bone_age_months": float,
+                               "reference_method": str, "reader": str, "crop_box": str, "extra": str},
+                              pk=("cohort_id", "case_id"), foreign_keys=[("cohort_id", "cohorts", "id")])
+            t("runs").create({"id": str, "cohort_id": str, "model_name": str, "model_hash": str, "model_dir": str,
+                              "synthetic_demo": int, "created": str, "finished": str},
+                             pk="id", foreign_keys=[("cohort_id", "cohorts", "id")])
+            t("results").create({"run_id": str, "case_id": str, "status": str, "predicted_bone_age_months": float,
+                                 "interval_lower": float, "interval_upper": float, "fold_values": str, "flags": str,
+                                 "error": str, "updated": str}, pk=("run_id", "case_id"),
+                                foreign_keys=[("run_id", "runs", "id")])
+            t("results").create_index(["run_id", "status"])
+
+    # ------------------------------------------------------------------------------ cohorts
+    def add_cohort(self, cases: pd.DataFrame, name: str, site: str, source: str, assumptions: list[str],
+                   identifying_opt_in: bool = False, cohort_id: str | None = None) -> str:
+        """Store a cohort's cases; with a ``cohort_id`` already stored, nothing changes (idempotent)."""
+        cid = cohort_id or uuid.uuid4().hex[:12]
+        if cohort_id and self.db.table("cohorts").count_where("id = ?", [cid]):
+            return cid
+        std = ["case_id", "row", "image", "image_hash", "sex", "chronological_age_months", "reference_bone_age_months",
+               "reference_method", "reader", "crop_box"]
+        extra_cols = [c for c in cases.columns if c not in std and (identifying_opt_in or not c.startswith("identifying_"))]
+        rows = []
+        for r in cases.to_dict("records"):
+            row = {k: _plain(r.get(k)) for k in std}
+            row["extra"] = json.dumps({k: _plain(r[k]) for k in extra_cols})
+            rows.append(row | {"cohort_id": cid})
+        with self.db.conn:
+            self.db.table("cohorts").insert({"id": cid, "name": name, "site": site, "created": now(), "source": source,
+                                             "n_cases": len(rows), "identifying_opt_in": int(identifying_opt_in),
+                                             "assumptions": json.dumps(assumptions)})
+            self.db.table("cases").insert_all(rows)
+        return cid
+
+    def cohorts(self) -> pd.DataFrame:
+        return pd.DataFrame(list(self.db.table("cohorts").rows_where(order_by="created desc")))
+
+    def cohort(self, cohort_id: str) -> dict:
+        return self.db.table("cohorts").get(cohort_id)
+
+    def cases(self, cohort_id: str) -> pd.DataFrame:
+        df = pd.DataFrame(list(self.db.table("cases").rows_where("cohort_id = ?", [cohort_id], order_by="row")))
+        if len(df):
+            extra = pd.DataFrame([json.loads(e or "{}") for e in df.pop("extra")], index=df.index)
+            df = pd.concat([df, extra], axis=1)
+        return df
+
+    # --------------------------------------------------------------------------------- runs
+    def run_for(self, cohort_id: str, model_name: str, model_hash: str, model_dir: str, synthetic_demo: bool) -> str:
+        """The run of this model version on this cohort (created on first use; resumed after)."""
+        rid = hashlib.sha256(f"{cohort_id}:{model_hash}".encode()).hexdigest()[:12]
+        self.db.table("runs").insert({"id": rid, "cohort_id": cohort_id, "model_name": model_name,
+                                      "model_hash": model_hash, "model_dir": model_dir,
+                                      "synthetic_demo": int(synthetic_demo), "created": now(), "finished": None},
+                                     ignore=True)
+        return rid
+
+    def runs(self, cohort_id: str | None = None) -> pd.DataFrame:
+        where, args = ("cohort_id = ?", [cohort_id]) if cohort_id else (None, None)
+        return pd.DataFrame(list(self.db.table("runs").rows_where(where, args, order_by="created")))
+
+    def run(self, run_id: str) -> dict:
+        return self.db.table("runs").get(run_id)
+
+    def pending(self, run_id: str) -> list[str]:
+        run = self.run(run_id)
+        rows = self.db.query(
+            "select c.case_id from cases c left join results r on r.run_id = ? and r.case_id = c.case_id "
+            "where c.cohort_id = ? and r.case_id is null order by c.row", [run_id, run["cohort_id"]])
+        return [r["case_id"] for r in rows]
+
+    def save_results(self, run_id: str, rows: list[dict]) -> None:
+        """Upsert a batch of per-case results in one transaction."""
+        stamp = now()
+        with self.db.conn:
+            self.db.table("results").upsert_all([r | {"run_id": run_id, "updated": stamp} for r in rows],
+                                                pk=("run_id", "case_id"))
+
+    def finish(self, run_id: str) -> None:
+        with self.db.conn:
+            self.db.table("runs").update(run_id, {"finished": now()})
+
+    def results(self, run_id: str) -> pd.DataFrame:
+        """Per-case results joined with the cohort's cases (cases not yet run have status 'pending')."""
+        run = self.run(run_id)
+        cases = self.cases(run["cohort_id"])
+        res = pd.DataFrame(list(self.db.table("results").rows_where("run_id = ?", [run_id])))
+        if not len(res):
+            res = pd.DataFrame(columns=["case_id", "status", "predicted_bone_age_months", "interval_lower",
+                                        "interval_upper", "fold_values", "flags", "error"])
+        df = cases.merge(res.drop(columns=["run_id", "updated"], errors="ignore"), on="case_id", how="left")
+        df["status"] = df["status"].fillna("pending")
+        return df
+
+    def counts(self, run_id: str) -> dict:
+        rows = self.db.query("select status, count(*) n from results where run_id = ? group by status", [run_id])
+        return {r["status"]: r["n"] for r in rows}
+
+
+def _plain(v):
+    if v is None:
+        return None
+    if isinstance(v, float) and v != v:
+        return None
+    if hasattr(v, "item"):
+        return v.item()
+    return v

@@ -1,0 +1,219 @@
+"""External validation: ingest a checked cohort, run a model over it (resumable), analyse agreement.
+
+The run decodes images in a thread pool while the model works through batches; each batch of results
+is one database transaction, so a crash loses at most the batch in flight and a restart continues with
+the cases that have no result yet. All statistics come from :mod:`kneeage.stats` on the per-case table
+that is also exported, so the report and the CSV agree.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .cohort import CohortCheck, ImageSource
+from .errors import KneeageError, StatsError
+from .imaging import load_radiograph
+from .predict import Predictor
+from .preprocess import parse_box
+from .store import Store
+
+CASE_COLUMNS = ["case_id", "sex", "chronological_age_months", "reference_bone_age_months", "predicted_bone_age_months",
+                "interval_lower", "interval_upper", "status", "flags", "error", "reference_method", "reader"]
+
+
+def ingest(store: Store, check: CohortCheck, name: str, site: str, source: ImageSource,
+           identifying_opt_in: bool = False) -> str:
+    """Store the usable cases of a dry run; returns the cohort id. The id is a fingerprint of site, name
+    and cases, so ingesting the same cohort again (e.g. after a crash) finds the stored one."""
+    import hashlib
+
+    key = pd.util.hash_pandas_object(check.cases.astype(str), index=False).values.tobytes()
+    cid = hashlib.sha256(f"{site}\0{name}\0".encode() + key).hexdigest()[:12]
+    return store.add_cohort(check.cases, name, site, source.label, check.assumptions, identifying_opt_in, cid)
+
+
+def run_model(store: Store, cohort_id: str, predictor: Predictor, source: ImageSource, batch: int = 8,
+              workers: int = 2, cache: dict | None = None, progress: Callable[[int, int], None] | None = None) -> str:
+    """Predict every case of the cohort that has no result yet for this model version; returns the run id."""
+    run_id = store.run_for(cohort_id, predictor.card.name, predictor.hash, str(predictor.model_dir),
+                           bool(predictor.card.synthetic_demo))
+    cases = store.cases(cohort_id).set_index("case_id")
+    todo = store.pending(run_id)
+    total, done = len(cases), len(cases) - len(todo)
+    cache = cache or {}
+
+    def prepare(cid):
+        row = cases.loc[cid]
+        try:
+            rad = cache.get(cid) or load_radiograph(source.read(row["image"]), name=row["image"])
+            box = parse_box(row["crop_box"]) or "auto"
+            return cid, predictor.prepare(rad.pixels, box), rad.body_part, None
+        except (KneeageError, OSError) as e:
+            return cid, None, None, str(e).rstrip(".")
+
+    with ThreadPoolExecutor(workers) as pool:
+        prepared = pool.map(prepare, todo)  # decoding runs ahead of the model
+        while True:
+            chunk = [p for _, p in zip(range(batch), prepared)]
+            if not chunk:
+                break
+            ok = [c for c in chunk if c[1] is not None]
+            rows = [{"case_id": cid, "status": "failed", "error": err} for cid, x, _, err in chunk if x is None]
+            if ok:
+                ids = [c[0] for c in ok]
+                chron = [None if pd.isna(cases.at[i, "chronological_age_months"]) else float(cases.at[i, "chronological_age_months"])
+                         for i in ids]
+                preds = predictor.predict_many([c[1] for c in ok], [cases.at[i, "sex"] for i in ids], chron, [c[2] for c in ok])
+                for cid, p in zip(ids, preds):
+                    rows.append({"case_id": cid, "status": "done", "predicted_bone_age_months": p.bone_age_months,
+                                 "interval_lower": p.interval_months[0], "interval_upper": p.interval_months[1],
+                                 "fold_values": json.dumps([round(v, 3) for v in p.fold_values_months]),
+                                 "flags": ";".join(p.flags), "error": None})
+            store.save_results(run_id, rows)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    store.finish(run_id)
+    return run_id
+
+
+def case_table(store: Store, run_id: str) -> pd.DataFrame:
+    """The per-case export: de-identified columns plus comparators, one row per case."""
+    df = store.results(run_id)
+    cols = CASE_COLUMNS + sorted(c for c in df.columns if c.startswith("comparator_"))
+    for c in cols:
+        if c not in df:
+            df[c] = np.nan
+    out = df[cols].copy()
+    out["error_months"] = out.predicted_bone_age_months - out.reference_bone_age_months
+    return out
+
+
+def recalibrate(predicted, reference, folds: int = 5, seed: int = 0) -> dict:
+    """Cross-validated linear recalibration reference ≈ a + b·predicted: each case is corrected by a line
+    fitted on the other folds; reports MAE before and after and the line fitted on all cases."""
+    p, r = stats._pairs(predicted, reference, ("predicted", "reference"))
+    if p.size < 2 * folds:
+        raise StatsError(f"recalibration needs at least {2 * folds} cases, got {p.size}.")
+    fold = np.random.default_rng(seed).permutation(p.size) % folds
+    corrected = np.empty_like(p)
+    for k in range(folds):
+        b, a = np.polyfit(p[fold != k], r[fold != k], 1)
+        corrected[fold == k] = a + b * p[fold == k]
+    b, a = np.polyfit(p, r, 1)
+    before, after = stats.error_summary(p, r), stats.error_summary(corrected, r)
+    return {"intercept": float(a), "slope": float(b), "folds": folds, "mae_before": before.mae,
+            "mae_after": after.mae, "bias_before": before.bias, "bias_after": after.bias,
+            "corrected": corrected.tolist()}
+
+
+def analyse(cases: pd.DataFrame, n_boot: int = stats.N_BOOT) -> dict:
+    """Agreement of the model with the reference on the cases that have both (the summary JSON)."""
+    ok = cases[(cases.status == "done") & cases.reference_bone_age_months.notna()].reset_index(drop=True)
+    out: dict = {"n_cases": int(len(cases)), "n_done": int((cases.status == "done").sum()),
+                 "n_failed": int((cases.status == "failed").sum()), "n": int(len(ok))}
+    if len(ok) < 3:
+        out["note"] = "fewer than 3 cases with both a prediction and a reference; no agreement statistics."
+        return out
+    pred, ref = ok.predicted_bone_age_months, ok.reference_bone_age_months
+    es = stats.error_summary(pred, ref, n_boot=n_boot)
+    ba = stats.bland_altman(pred, ref)
+    out.update({k: v for k, v in es.as_dict().items() if k != "n"})
+    out.update(sd=ba.sd, loa_lower=ba.loa_lower, loa_upper=ba.loa_upper, loa_lower_ci=list(ba.loa_lower_ci),
+               loa_upper_ci=list(ba.loa_upper_ci), loa_lower_ci_exact=list(ba.loa_lower_ci_exact),
+               loa_upper_ci_exact=list(ba.loa_upper_ci_exact), proportional_bias_slope=ba.slope,
+               proportional_bias_slope_ci=list(ba.slope_ci), proportional_bias_p=ba.slope_p)
+    out["concordance"] = stats.concordance(pred, ref).as_dict()
+    out["passing_bablok"] = stats.passing_bablok(ref, pred).as_dict()
+    out["stratified"] = stats.stratified(ok.assign(age_band=stats.age_band(ok.chronological_age_months.fillna(-1))),
+                                         "predicted_bone_age_months", "reference_bone_age_months",
+                                         n_boot=min(n_boot, 500)).to_dict("records")
+    comparisons = {}
+    naive = [("chronological age", "chronological_age_months")] + [
+        (c.removeprefix("comparator_"), c) for c in ok.columns if c.startswith("comparator_")]
+    for label, col in naive:
+        both = ok[ok[col].notna()]
+        if len(both) >= 3:
+            c = stats.compare_errors(both.predicted_bone_age_months, both[col], both.reference_bone_age_months, n_boot=n_boot)
+            comparisons[label] = c.as_dict() | {"column": col, "mae_other": c.mae_b}
+    out["comparisons"] = comparisons
+    worst = ok.assign(abs_error=(pred - ref).abs()).nlargest(min(8, len(ok)), "abs_error")
+    out["worst_cases"] = worst[["case_id", "predicted_bone_age_months", "reference_bone_age_months", "abs_error"]].to_dict("records")
+    if len(ok) >= 10:
+        rc = recalibrate(pred, ref)
+        rc.pop("corrected")
+        out["recalibration"] = rc
+    return json.loads(json.dumps(out, default=float))
+
+
+# ------------------------------------------------------------------------------------- pooling
+
+
+def read_bundle(path) -> tuple[pd.DataFrame, dict]:
+    """A site bundle's de-identified per-case table and its metadata."""
+    import io
+    import zipfile
+
+    name = getattr(path, "name", str(path))
+    try:
+        with zipfile.ZipFile(path if not isinstance(path, bytes) else io.BytesIO(path)) as z:
+            cases = pd.read_csv(io.BytesIO(z.read("cases.csv")))
+            meta = json.loads(z.read("meta.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        raise KneeageError(f"{name}: not a kneeage site bundle ({e}).") from None
+    for need in ("predicted_bone_age_months", "reference_bone_age_months", "status"):
+        if need not in cases:
+            raise KneeageError(f"{name}: the bundle's cases.csv has no {need!r} column.")
+    return cases, meta
+
+
+def _heterogeneity(est: np.ndarray, se: np.ndarray) -> dict:
+    """Inverse-variance fixed-effect pool, Cochran's Q, I² = max(0, (Q − df)/Q) and the DerSimonian-Laird
+    random-effects pool with τ²."""
+    w = 1 / se**2
+    fixed = float((w * est).sum() / w.sum())
+    q = float((w * (est - fixed) ** 2).sum())
+    df = len(est) - 1
+    tau2 = max(0.0, (q - df) / (w.sum() - (w**2).sum() / w.sum())) if df > 0 else 0.0
+    wr = 1 / (se**2 + tau2)
+    rand = float((wr * est).sum() / wr.sum())
+    se_r = float(np.sqrt(1 / wr.sum()))
+    from scipy import stats as st
+
+    return {"fixed": fixed, "random": rand, "random_ci": [rand - 1.959964 * se_r, rand + 1.959964 * se_r],
+            "Q": q, "df": df, "Q_p": float(st.chi2.sf(q, df)) if df > 0 else None,
+            "I2": max(0.0, (q - df) / q) if q > 0 else 0.0, "tau2": tau2}
+
+
+def pool(bundles: list[tuple[pd.DataFrame, dict]], n_boot: int = stats.N_BOOT) -> dict:
+    """Per-site MAE and bias with CIs, heterogeneity across sites, and all cases pooled."""
+    sites, frames = [], []
+    for cases, meta in bundles:
+        ok = cases[(cases.status == "done") & cases.reference_bone_age_months.notna()
+                   & cases.predicted_bone_age_months.notna()]
+        label = f"{meta.get('site') or 'site'} / {meta.get('cohort') or ''}".strip(" /")
+        if len(ok) < 3:
+            raise StatsError(f"{label}: fewer than 3 cases with a prediction and a reference.")
+        e = (ok.predicted_bone_age_months - ok.reference_bone_age_months).to_numpy(float)
+        s = stats.error_summary(ok.predicted_bone_age_months, ok.reference_bone_age_months, n_boot=n_boot)
+        sites.append({"site": label, "model_hash": meta.get("model_hash"), "n": s.n, "mae": s.mae,
+                      "mae_lower": s.mae_ci[0], "mae_upper": s.mae_ci[1], "mae_se": float(np.abs(e).std(ddof=1) / np.sqrt(s.n)),
+                      "bias": s.bias, "bias_lower": s.bias_ci[0], "bias_upper": s.bias_ci[1],
+                      "bias_se": float(e.std(ddof=1) / np.sqrt(s.n))})
+        frames.append(ok.assign(site=label))
+    if len({s["site"] for s in sites}) < len(sites):
+        raise StatsError("two bundles come from the same site and cohort; pool each bundle once.")
+    table = pd.DataFrame(sites)
+    hashes = set(table.model_hash.dropna())
+    allc = pd.concat(frames, ignore_index=True)
+    pooled = stats.error_summary(allc.predicted_bone_age_months, allc.reference_bone_age_months, n_boot=n_boot)
+    return {"sites": table.to_dict("records"), "n_sites": len(sites), "same_model": len(hashes) <= 1,
+            "pooled": pooled.as_dict(),
+            "mae_heterogeneity": _heterogeneity(table.mae.to_numpy(), table.mae_se.to_numpy()) if len(sites) > 1 else None,
+            "bias_heterogeneity": _heterogeneity(table.bias.to_numpy(), table.bias_se.to_numpy()) if len(sites) > 1 else None}
