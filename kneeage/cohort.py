@@ -200,12 +200,13 @@ def read_manifest(source, name: str = "manifest.csv") -> pd.DataFrame:
     return df.map(lambda v: v.strip() if isinstance(v, str) else v)
 
 
-def _number(v):
+def _number(v) -> float:
+    """A number from manifest text (decimal comma accepted); NaN when empty or not a number."""
     try:
-        x = float(str(v).replace(",", ".")) if str(v).strip() != "" else np.nan
+        x = float(str(v).strip().replace(",", "."))
     except ValueError:
-        return None
-    return x
+        return np.nan
+    return x if np.isfinite(x) else np.nan
 
 
 def _age_column(df: pd.DataFrame, stem: str, aliases: tuple[str, ...], unit_cols: tuple[str, ...],
@@ -214,7 +215,7 @@ def _age_column(df: pd.DataFrame, stem: str, aliases: tuple[str, ...], unit_cols
     if f"{stem}_months" in df:
         return df[f"{stem}_months"].map(_number), df[f"{stem}_months"]
     if f"{stem}_years" in df:
-        return df[f"{stem}_years"].map(_number).map(lambda x: x * 12 if x is not None else None), df[f"{stem}_years"]
+        return df[f"{stem}_years"].map(_number) * 12, df[f"{stem}_years"]
     col = next((c for c in (stem, *aliases) if c in df), None)
     if col is None:
         return None
@@ -225,12 +226,12 @@ def _age_column(df: pd.DataFrame, stem: str, aliases: tuple[str, ...], unit_cols
         years = units.str.startswith("y")
         assumptions.append(f"{what}: unit taken from column {unit_col!r} row by row.")
     else:
-        finite = [v for v in vals if v is not None and np.isfinite(v)]
+        finite = [v for v in vals if np.isfinite(v)]
         as_years = bool(finite) and max(finite) <= 21
         years = pd.Series(as_years, index=df.index)
         assumptions.append(f"{what}: column {col!r} has no unit; read as {'years' if as_years else 'months'} "
                            f"because the largest value is {max(finite) if finite else 'absent'}.")
-    return pd.Series([v * 12 if (v is not None and y) else v for v, y in zip(vals, years)], index=df.index), df[col]
+    return vals.where(~years.to_numpy(bool), vals * 12), df[col]
 
 
 def _sex(v: str) -> str | None:
@@ -306,16 +307,16 @@ def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, 
         elif not images.exists(img):
             problem(i, "error", f"image file {img!r} is not in {images.label}")
         raw_sex = df.at[i, "sex"] if "sex" in df else ""
-        if out.at[i, "sex"] is None:
+        if pd.isna(out.at[i, "sex"]):
             problem(i, "error", f"sex {raw_sex!r} is not F or M" if raw_sex else "sex is missing")
         for col, what, given in (("chronological_age_months", "chronological age", has_chron),
                                  ("reference_bone_age_months", "reference bone age", ref is not None)):
             v = out.at[i, col]
-            if v is None:
-                raw = (chron if col.startswith("chron") else ref)[1].iloc[i]
+            src = chron if col.startswith("chron") else ref
+            raw = str(src[1].iloc[i]).strip() if src is not None else ""
+            if pd.isna(v) and raw:
                 problem(i, "error", f"{what} {raw!r} is not a number")
-                out.at[i, col] = np.nan
-            elif np.isnan(v):
+            elif pd.isna(v):
                 if given:
                     problem(i, "warning", f"{what} is missing")
             elif not 0 <= v <= MAX_AGE_MONTHS:

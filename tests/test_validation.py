@@ -1,0 +1,220 @@
+"""Validation: every manifest problem with its message, crash + resume in a real subprocess, exports
+equal to kneeage.stats on the per-case CSV, site bundles and pooling."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kneeage import stats, validation
+from kneeage.cohort import FolderSource, ZipSource, check_cohort, read_manifest
+from kneeage.errors import InputError
+from kneeage.phantom import render_hand, write_cohort, write_dicom
+from kneeage.predict import Predictor
+from kneeage.store import Store
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cohort")
+    write_cohort(d, 24, seed=11, size=160)
+    return d
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor()
+
+
+def _problems(check):
+    return {(p.row, p.severity, p.problem) for p in check.problems.itertuples()}
+
+
+def test_every_manifest_problem_is_reported_with_row_and_reason(cohort):
+    m = pd.read_csv(cohort / "manifest.csv", dtype=str, keep_default_na=False)
+    m.loc[1, "case_id"] = m.loc[0, "case_id"]                       # duplicate id
+    m.loc[2, "image"] = "images/missing.dcm"                         # missing file
+    m.loc[3, "sex"] = "X"                                            # bad sex
+    m.loc[4, "chronological_age_months"] = "300"                     # age out of range
+    m.loc[5, "reference_bone_age_months"] = "abc"                    # not a number
+    m.loc[6, "reference_bone_age_months"] = ""                       # missing reference (warning)
+    m.loc[7, "image"] = m.loc[8, "image"]                            # same file twice → duplicate image
+    (cohort / "images" / "broken.dcm").write_bytes(b"DICM" * 10)
+    m.loc[9, "image"] = "images/broken.dcm"                          # unreadable
+    ph = render_hand(100, "F", 1, 160)
+    from datetime import date
+    write_dicom(cohort / "images" / "hand.dcm", ph.stored, ph.truth, birth=date(2010, 1, 1), study=date(2018, 1, 1),
+                patient_id="H", body_part="HAND")
+    m.loc[10, "image"] = "images/hand.dcm"                           # not a knee (warning)
+    m.loc[11, "image"] = "../../etc/passwd"                          # traversal
+    m.loc[12, "sex"] = ""                                            # missing sex
+    m["crop_box"] = ""
+    m.loc[13, "crop_box"] = "1,2,3"                                  # bad crop box
+    csv = m.to_csv(index=False).encode()
+    check = check_cohort(read_manifest(csv), FolderSource(cohort))
+    got = _problems(check)
+    first = m.loc[0, "case_id"]
+    expected = {
+        (3, "error", f"case id {first!r} repeats row 2"),
+        (4, "error", "image file 'images/missing.dcm' is not in " + str(cohort.resolve())),
+        (5, "error", "sex 'X' is not F or M"),
+        (6, "error", "chronological age 300.0 months is outside 0-240 months"),
+        (7, "error", "reference bone age 'abc' is not a number"),
+        (8, "warning", "reference bone age is missing"),
+        (10, "error", "the image is identical to row 9's"),
+        (12, "warning", "the DICOM header says body part 'HAND', not a knee"),
+        (13, "error", "image file '../../etc/passwd' is not in " + str(cohort.resolve())),
+        (14, "error", "sex is missing"),
+        (15, "error", "Crop box '1,2,3' is not four numbers x0,y0,x1,y1"),
+    }
+    assert expected <= got
+    unreadable = [p for p in got if p[0] == 11]
+    assert unreadable == [(11, "error", "unreadable: images/broken.dcm: it is not an image file (neither DICOM nor PNG, JPEG or TIFF)")]
+    assert check.summary["rows"] == 24 and check.summary["usable"] == 24 - 10
+    assert set(check.cases.row).isdisjoint({3, 4, 5, 6, 7, 10, 11, 13, 14, 15})
+    assert "images/missing.dcm" not in set(check.cases.image)
+
+
+def test_units_dates_and_identifying_columns(cohort):
+    m = pd.read_csv(cohort / "manifest.csv").head(6)
+    years = pd.DataFrame({"ID": m.case_id, "File": m.image, "Gender": ["female", "Male", "F", "m", "girl", "boy"],
+                          "Age": (m.chronological_age_months / 12).round(3), "Bone age": (m.reference_bone_age_months / 12).round(3),
+                          "Patient Name": "DOE^JANE", "MRN": "12345", "fels_bone_age_years": 5.0})
+    check = check_cohort(read_manifest(years.to_csv(index=False, sep=";").encode("utf-16")), FolderSource(cohort))
+    assert check.errors.empty
+    assert list(check.cases.sex) == ["F", "M", "F", "M", "F", "M"]
+    assert np.allclose(check.cases.chronological_age_months, m.chronological_age_months, atol=0.01)
+    assert np.allclose(check.cases.comparator_fels, 60)
+    said = " ".join(check.assumptions)
+    assert "read as years because the largest value is" in said and "identifying columns dropped" in said
+    assert not any("DOE" in str(v) or "12345" in str(v) for v in check.cases.to_numpy().ravel())
+    dated = pd.DataFrame({"case_id": ["a"], "image": [m.image[0]], "sex": ["F"], "birth_date": ["2010-01-15"],
+                          "study_date": ["2020-07-15"], "reference_bone_age_months": [120]})
+    c = check_cohort(read_manifest(dated.to_csv(index=False).encode()), FolderSource(cohort))
+    assert c.cases.chronological_age_months[0] == pytest.approx(126, abs=0.1)
+    assert "birth_date" not in c.cases and "study_date" not in c.cases
+    with pytest.raises(InputError, match="manifest.csv: the manifest has no 'image' column"):
+        read_manifest(b"case_id,sex\n1,F\n")
+
+
+def test_zip_source_refuses_traversal_links_bombs_and_nested(cohort):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.write(cohort / "images" / sorted(os.listdir(cohort / "images"))[0], "images/a.dcm")
+        z.writestr("../evil.dcm", b"x")
+        link = zipfile.ZipInfo("images/link.dcm")
+        link.external_attr = (0o120777 << 16)
+        z.writestr(link, "/etc/passwd")
+        z.writestr(zipfile.ZipInfo("images/bomb.dcm"), b"\0" * 5_000_000, compress_type=zipfile.ZIP_DEFLATED)
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w") as zi:
+            zi.writestr("x.dcm", b"x")
+        z.writestr("images/nested.zip", inner.getvalue())
+    src = ZipSource(buf.getvalue(), "site.zip")
+    assert src.names() == ["images/a.dcm", "images/nested.zip"]
+    assert src.refused["images/link.dcm"] == "it is a symbolic link"
+    assert "zip bomb" in src.refused["images/bomb.dcm"]
+    assert "../evil.dcm" in src.refused
+    with pytest.raises(InputError, match="images/link.dcm: refused in site.zip: it is a symbolic link"):
+        src.read("images/link.dcm")
+    with pytest.raises(InputError, match="zip archive inside the archive"):
+        src.read("images/nested.zip")
+    with pytest.raises(InputError, match="not a readable zip archive"):
+        ZipSource(b"not a zip", "x.zip")
+
+
+def test_run_results_and_exports_agree_with_stats(cohort, predictor, tmp_path):
+    store = Store(tmp_path / "v.db")
+    check = check_cohort(read_manifest(cohort / "manifest.csv"), FolderSource(cohort))
+    cid = validation.ingest(store, check, "c", "Site A", FolderSource(cohort))
+    assert validation.ingest(store, check, "c", "Site A", FolderSource(cohort)) == cid  # idempotent
+    seen = []
+    rid = validation.run_model(store, cid, predictor, FolderSource(cohort), batch=5, progress=lambda k, n: seen.append(k))
+    assert seen[-1] == 24 and store.counts(rid) == {"done": 24}
+    cases = validation.case_table(store, rid)
+    summary = validation.analyse(cases, n_boot=300)
+    from kneeage import plots, report
+    paths = report.write_validation(tmp_path / "out", cases, summary, {"site": "Site A", "synthetic_demo": True},
+                                    plots.validation_figures(cases, summary))
+    exported = pd.read_csv(paths["cases"])
+    s = json.loads(paths["summary"].read_text())
+    es = stats.error_summary(exported.predicted_bone_age_months, exported.reference_bone_age_months, n_boot=300)
+    ba = stats.bland_altman(exported.predicted_bone_age_months, exported.reference_bone_age_months)
+    assert s["n"] == es.n == 24 and s["mae"] == pytest.approx(es.mae) and s["rmse"] == pytest.approx(es.rmse)
+    assert s["mae_ci"] == pytest.approx(list(es.mae_ci)) and s["bias"] == pytest.approx(ba.bias)
+    assert (s["loa_lower"], s["loa_upper"]) == pytest.approx((ba.loa_lower, ba.loa_upper))
+    chron = stats.compare_errors(exported.predicted_bone_age_months, exported.chronological_age_months,
+                                 exported.reference_bone_age_months, n_boot=300)
+    assert s["comparisons"]["chronological age"]["mae_difference"] == pytest.approx(chron.mae_difference)
+    html = paths["report"].read_text()
+    assert f"{es.mae:.2f}" in html and "Synthetic demo model" in html and "SYN011-00001" in html
+    bundle = zipfile.ZipFile(paths["bundle"])
+    assert sorted(bundle.namelist()) == ["cases.csv", "meta.json", "summary.json"]
+    assert "image" not in pd.read_csv(bundle.open("cases.csv")).columns
+    # a second model version keeps both runs
+    other = store.run_for(cid, "other", "ffff", "x", False)
+    assert other != rid and len(store.runs(cid)) == 2 and len(store.pending(other)) == 24
+
+
+def test_crash_mid_run_then_resume_loses_and_doubles_nothing(cohort, tmp_path):
+    db, out = tmp_path / "crash.db", tmp_path / "out"
+    cmd = [sys.executable, "-m", "kneeage", "validate", "--manifest", str(cohort / "manifest.csv"), "--images",
+           str(cohort), "--out", str(out), "--db", str(db), "--batch", "2", "--workers", "1"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    killed_at = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                import sqlite3
+                n = sqlite3.connect(db).execute("select count(*) from results").fetchone()[0]
+            except sqlite3.OperationalError:
+                n = 0
+            if n >= 4:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = n
+                break
+        time.sleep(0.05)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    store = Store(db)
+    run_id = store.runs().id[0]
+    partial = store.counts(run_id).get("done", 0)
+    assert killed_at <= partial < 24
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = store.db.execute("select case_id, count(*) from results group by case_id").fetchall()
+    assert len(rows) == 24 and all(n == 1 for _, n in rows)
+    assert len(store.runs()) == 1 and len(store.cohorts()) == 1
+    assert json.loads(done.stdout.strip().splitlines()[-1])["n"] == 24
+
+
+def test_pooling_sites(cohort, predictor, tmp_path):
+    store = Store(tmp_path / "p.db")
+    check = check_cohort(read_manifest(cohort / "manifest.csv"), FolderSource(cohort))
+    cid = validation.ingest(store, check, "c", "A", FolderSource(cohort))
+    cases = validation.case_table(store, validation.run_model(store, cid, predictor, FolderSource(cohort)))
+    b = []
+    for site, shift in (("A", 0.0), ("B", 6.0), ("C", -3.0)):
+        c = cases.assign(predicted_bone_age_months=cases.predicted_bone_age_months + shift)
+        b.append((c, {"site": site, "cohort": "c", "model_hash": "h"}))
+    r = validation.pool(b, n_boot=200)
+    assert r["n_sites"] == 3 and r["same_model"] and r["pooled"]["n"] == 72
+    biases = [s["bias"] for s in r["sites"]]
+    assert biases[1] - biases[0] == pytest.approx(6)
+    assert r["bias_heterogeneity"]["I2"] > 0.5  # sites with shifted biases are heterogeneous
+    assert r["bias_heterogeneity"]["fixed"] == pytest.approx(np.mean(biases), abs=0.5)
+    with pytest.raises(Exception, match="same site and cohort"):
+        validation.pool([b[0], b[0]])
+    fig = __import__("kneeage.plots", fromlist=["x"]).pooling_figure(r)
+    assert "I²" in fig.layout.title.text and len(fig.data) == 2
