@@ -13,6 +13,8 @@ st.set_page_config(page_title="kneeage", page_icon=":bone:", layout="wide")
 
 pages = [
     st.Page("pages/single_case.py", title="Single case", icon=":material/radiology:", default=True),
+    st.Page("pages/validation.py", title="External validation", icon=":material/fact_check:"),
+    st.Page("pages/pooling.py", title="Pool sites", icon=":material/hub:"),
     st.Page("pages/image_checker.py", title="Image checker", icon=":material/image_search:"),
 ]
 nav = st.navigation(pages)

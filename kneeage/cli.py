@@ -198,7 +198,7 @@ def validate(manifest, images, model_dir, out, db, site, name, batch, workers, i
     from . import plots, report, validation
     from .cohort import FolderSource, ZipSource, check_cohort, read_manifest
     from .predict import DEFAULT_MODEL_DIR, Predictor
-    from .store import DEFAULT_DB, Store
+    from .store import Store
 
     source = _guard(lambda: ZipSource(images) if Path(images).is_file() else FolderSource(images))
     df = _guard(lambda: read_manifest(manifest, Path(manifest).name))
@@ -215,18 +215,14 @@ def validate(manifest, images, model_dir, out, db, site, name, batch, workers, i
     if not s["usable"]:
         click.echo("error: no usable cases.", err=True)
         sys.exit(2)
-    store = Store(db or DEFAULT_DB)
+    store = Store(db)
     pred = _guard(lambda: Predictor(model_dir or DEFAULT_MODEL_DIR))
     cohort_id = validation.ingest(store, check, name or Path(manifest).stem, site, source, identifying)
     with tqdm(total=s["usable"], desc="predicting", unit="case", file=sys.stderr) as bar:
         run_id = _guard(lambda: validation.run_model(store, cohort_id, pred, source, batch, workers, check.inputs,
                                                      progress=lambda k, n: bar.update(k - bar.n)))
-    cases = validation.case_table(store, run_id)
-    summary = _guard(lambda: validation.analyse(cases))
-    meta = {"site": site, "cohort": name or Path(manifest).stem, "cohort_id": cohort_id, "run_id": run_id,
-            "model_name": pred.card.name, "model_hash": pred.hash, "synthetic_demo": bool(pred.card.synthetic_demo),
-            "assumptions": check.assumptions}
-    note = plots.DEMO_NOTE if pred.card.synthetic_demo else None
+    cases, summary, meta = _guard(lambda: validation.results_for(store, run_id))
+    note = plots.DEMO_NOTE if meta["synthetic_demo"] else None
     paths = report.write_validation(out, cases, summary, meta, plots.validation_figures(cases, summary, note))
     click.echo(json.dumps({k: summary.get(k) for k in ("n", "mae", "rmse", "bias", "loa_lower", "loa_upper")}))
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)

@@ -49,9 +49,11 @@ _ALIASES = {"case": "case_id", "id": "case_id", "image_file": "image", "file": "
 
 
 class ImageSource:
-    """Where the manifest's image files live. ``read(name)`` returns the bytes or raises KneeageError."""
+    """Where the manifest's image files live. ``read(name)`` returns the bytes or raises KneeageError;
+    ``spec`` ("folder:PATH" / "zip:PATH") lets a later process open the same source to resume a run."""
 
     label = ""
+    spec: str | None = None
 
     def read(self, name: str) -> bytes:
         raise NotImplementedError
@@ -74,6 +76,7 @@ class FolderSource(ImageSource):
         if not self.root.is_dir():
             raise InputError(f"{root}: the images folder does not exist.")
         self.label = str(self.root)
+        self.spec = f"folder:{self.root}"
 
     def _path(self, name: str) -> Path:
         rel = _clean_member(name)
@@ -98,7 +101,9 @@ class ZipSource(ImageSource):
     """Images inside a zip archive, refusing traversal, links, nested archives and zip bombs."""
 
     def __init__(self, data: bytes | str | Path, label: str = "upload.zip"):
+        self.path = None
         if isinstance(data, (str, Path)):
+            self.path = Path(data).resolve()
             label, data = Path(data).name, Path(data).read_bytes()
         self.label = label
         try:
@@ -127,14 +132,26 @@ class ZipSource(ImageSource):
             else:
                 self.members[rel] = i
 
+    base = ""  # the manifest's folder inside the archive: image paths are relative to it
+
+    @property
+    def spec(self) -> str | None:
+        return f"zip:{self.path}!{self.base}" if self.path else None
+
     def names(self) -> list[str]:
         return sorted(self.members)
 
+    def _resolve(self, name: str) -> str | None:
+        rel = _clean_member(name)
+        if rel is not None and self.base and f"{self.base}/{rel}" in self.members:
+            return f"{self.base}/{rel}"
+        return rel
+
     def exists(self, name: str) -> bool:
-        return _clean_member(name) in self.members
+        return self._resolve(name) in self.members
 
     def read(self, name: str) -> bytes:
-        rel = _clean_member(name)
+        rel = self._resolve(name)
         if rel in self.refused:
             raise InputError(f"{name}: refused in {self.label}: {self.refused[rel]}.")
         if rel not in self.members:
@@ -143,6 +160,47 @@ class ZipSource(ImageSource):
         if data[:4] == b"PK\x03\x04":
             raise InputError(f"{name}: it is a zip archive inside the archive; unpack it first.")
         return data
+
+
+def open_source(spec: str) -> ImageSource:
+    """Reopen a stored source ("folder:PATH" or "zip:PATH")."""
+    kind, _, path = (spec or "").partition(":")
+    if kind == "folder":
+        return FolderSource(path)
+    path, _, base = path.partition("!")
+    if kind == "zip" and Path(path).is_file():
+        z = ZipSource(path)
+        z.base = base
+        return z
+    raise InputError(f"{spec or 'this cohort'}: its images are no longer available; upload them again to resume.")
+
+
+def save_upload(data: bytes, folder: str | Path) -> ZipSource:
+    """Keep an uploaded zip in the study folder (named by its hash) so a run can resume after the
+    browser closes; returns it opened."""
+    import hashlib
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
+    if not path.exists():
+        ZipSource(data)  # refuse before keeping it
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return ZipSource(path)
+
+
+def manifest_in(source: ImageSource) -> bytes | None:
+    """The manifest shipped inside a zip (manifest.csv at any depth, the shallowest), if any."""
+    if not isinstance(source, ZipSource):
+        return None
+    found = sorted((n for n in source.members if PurePosixPath(n).name.lower() == "manifest.csv"),
+                   key=lambda n: n.count("/"))
+    if not found:
+        return None
+    source.base = str(PurePosixPath(found[0]).parent).strip(".")
+    return source.read(found[0])
 
 
 # ------------------------------------------------------------------------------- the manifest

@@ -118,21 +118,26 @@ def validation_html(summary: dict, meta: dict, figures: dict) -> str:
             f"<p><small>Formulas: docs/statistics.md. Differences are model − reference.</small></p></body></html>")
 
 
-def write_validation(out: str | Path, cases: pd.DataFrame, summary: dict, meta: dict, figures: dict) -> dict[str, Path]:
+def validation_exports(cases: pd.DataFrame, summary: dict, meta: dict, figures: dict) -> dict[str, bytes]:
     """cases.csv, summary.json, report.html and site_bundle.zip (de-identified per-case results, study
-    metadata and model identity, for the study PI; no images)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    metadata and model identity, for the study PI; no images), as bytes by file name."""
     meta = meta | {"kneeage_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    paths = {"cases": out / "cases.csv", "summary": out / "summary.json", "report": out / "report.html",
-             "bundle": out / "site_bundle.zip"}
-    csv_text = safe_csv(cases)
-    summary_text = json.dumps(summary, indent=2)
-    paths["cases"].write_text(csv_text)
-    paths["summary"].write_text(summary_text)
-    paths["report"].write_text(validation_html(summary, meta, figures))
-    with zipfile.ZipFile(paths["bundle"], "w", zipfile.ZIP_DEFLATED) as z:
+    csv_text = safe_csv(cases).encode()
+    summary_text = json.dumps(summary, indent=2).encode()
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("cases.csv", csv_text)
         z.writestr("summary.json", summary_text)
         z.writestr("meta.json", json.dumps(meta, indent=2))
+    return {"cases.csv": csv_text, "summary.json": summary_text,
+            "report.html": validation_html(summary, meta, figures).encode(), "site_bundle.zip": bundle.getvalue()}
+
+
+def write_validation(out: str | Path, cases: pd.DataFrame, summary: dict, meta: dict, figures: dict) -> dict[str, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, data in validation_exports(cases, summary, meta, figures).items():
+        paths[name.split(".")[0].replace("site_", "")] = out / name
+        (out / name).write_bytes(data)
     return paths

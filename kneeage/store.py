@@ -20,7 +20,15 @@ from pathlib import Path
 import pandas as pd
 import sqlite_utils
 
-DEFAULT_DB = Path(os.environ.get("KNEEAGE_HOME", Path(__file__).resolve().parents[1] / "studies")) / "kneeage.db"
+
+
+def home() -> Path:
+    """The study folder: $KNEEAGE_HOME, else studies/ in the project (the database and uploads live here)."""
+    return Path(os.environ.get("KNEEAGE_HOME") or Path(__file__).resolve().parents[1] / "studies")
+
+
+def default_db() -> Path:
+    return home() / "kneeage.db"
 
 
 def now() -> str:
@@ -28,8 +36,8 @@ def now() -> str:
 
 
 class Store:
-    def __init__(self, path: str | Path = DEFAULT_DB):
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path or default_db())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
         self.db = sqlite_utils.Database(conn)

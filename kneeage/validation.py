@@ -35,7 +35,8 @@ def ingest(store: Store, check: CohortCheck, name: str, site: str, source: Image
 
     key = pd.util.hash_pandas_object(check.cases.astype(str), index=False).values.tobytes()
     cid = hashlib.sha256(f"{site}\0{name}\0".encode() + key).hexdigest()[:12]
-    return store.add_cohort(check.cases, name, site, source.label, check.assumptions, identifying_opt_in, cid)
+    return store.add_cohort(check.cases, name, site, source.spec or source.label, check.assumptions,
+                            identifying_opt_in, cid)
 
 
 def run_model(store: Store, cohort_id: str, predictor: Predictor, source: ImageSource, batch: int = 8,
@@ -217,3 +218,34 @@ def pool(bundles: list[tuple[pd.DataFrame, dict]], n_boot: int = stats.N_BOOT) -
             "pooled": pooled.as_dict(),
             "mae_heterogeneity": _heterogeneity(table.mae.to_numpy(), table.mae_se.to_numpy()) if len(sites) > 1 else None,
             "bias_heterogeneity": _heterogeneity(table.bias.to_numpy(), table.bias_se.to_numpy()) if len(sites) > 1 else None}
+
+
+def results_for(store: Store, run_id: str, n_boot: int = stats.N_BOOT) -> tuple[pd.DataFrame, dict, dict]:
+    """(per-case table, summary, metadata for exports) of a stored run."""
+    run = store.run(run_id)
+    cohort = store.cohort(run["cohort_id"])
+    cases = case_table(store, run_id)
+    meta = {"site": cohort["site"], "cohort": cohort["name"], "cohort_id": cohort["id"], "run_id": run_id,
+            "model_name": run["model_name"], "model_hash": run["model_hash"],
+            "synthetic_demo": bool(run["synthetic_demo"]), "assumptions": json.loads(cohort["assumptions"] or "[]")}
+    return cases, analyse(cases, n_boot), meta
+
+
+def worst_gallery(store: Store, run_id: str, predictor: Predictor, worst: list[dict],
+                  method: str = "gradcam") -> list[dict]:
+    """Saliency overlays of the given worst cases, read again from the cohort's stored image source."""
+    from .cohort import open_source
+    from .predict import overlay
+
+    run = store.run(run_id)
+    source = open_source(store.cohort(run["cohort_id"])["source"])
+    cases = store.cases(run["cohort_id"]).set_index("case_id")
+    out = []
+    for w in worst:
+        row = cases.loc[w["case_id"]]
+        rad = load_radiograph(source.read(row["image"]), name=row["image"])
+        x = predictor.prepare(rad.pixels, parse_box(row["crop_box"]) or "auto")
+        sal = predictor.saliency(x, row["sex"], method, chron_months=row["chronological_age_months"])
+        out.append({"case_id": w["case_id"], "overlay": overlay(x, sal, 0.5),
+                    "predicted": w["predicted_bone_age_months"], "reference": w["reference_bone_age_months"]})
+    return out

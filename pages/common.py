@@ -12,3 +12,16 @@ def load_predictor(model_dir: str) -> Predictor:
 
 def predictor() -> Predictor:
     return load_predictor(str(st.session_state.get("model_dir", DEFAULT_MODEL_DIR)))
+
+
+@st.cache_resource
+def _store(path: str):
+    from kneeage.store import Store
+
+    return Store(path)
+
+
+def store():
+    from kneeage.store import default_db
+
+    return _store(str(default_db()))

@@ -1,0 +1,41 @@
+"""End to end in a real headless Chromium: a small synthetic cohort through upload, dry run, run,
+results and export (the downloaded summary equals kneeage.stats on the downloaded per-case CSV)."""
+
+import io
+import json
+import zipfile
+
+import pandas as pd
+import pytest
+from playwright.sync_api import expect
+
+from kneeage import stats
+from kneeage.phantom import write_cohort
+
+
+def test_cohort_upload_run_results_export(page, tmp_path):
+    d = tmp_path / "cohort"
+    write_cohort(d, 10, seed=31, size=160)
+    zpath = tmp_path / "cohort.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and p.name != "truth.csv":
+                z.write(p, str(p.relative_to(d)))
+    page.get_by_role("link", name="External validation").click()
+    expect(page.get_by_role("heading", name="External validation")).to_be_visible()
+    page.locator('input[type="file"]').first.set_input_files(str(zpath))
+    page.get_by_role("button", name="Check cohort (dry run)").click()
+    run = page.get_by_role("button", name="Run the model on 10 cases")
+    expect(run).to_be_visible()
+    run.click()
+    expect(page.get_by_test_id("stMetricLabel").filter(has_text="MAE (months)")).to_be_visible()
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download summary.json").click()
+    summary = json.loads(open(dl.value.path()).read())
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download cases.csv").click()
+    cases = pd.read_csv(dl.value.path())
+    es = stats.error_summary(cases.predicted_bone_age_months, cases.reference_bone_age_months)
+    assert summary["n"] == 10 and summary["mae"] == pytest.approx(es.mae) and summary["mae_ci"] == pytest.approx(list(es.mae_ci))
+    shown = page.get_by_test_id("stMetric").filter(has_text="MAE (months)").get_by_test_id("stMetricValue").inner_text()
+    assert shown == f"{es.mae:.2f}"
