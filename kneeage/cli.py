@@ -200,11 +200,12 @@ def validate(manifest, images, model_dir, out, db, site, name, batch, workers, i
     from .predict import DEFAULT_MODEL_DIR, Predictor
     from .store import Store
 
+    pred = _guard(lambda: Predictor(model_dir or DEFAULT_MODEL_DIR))
     source = _guard(lambda: ZipSource(images) if Path(images).is_file() else FolderSource(images))
     df = _guard(lambda: read_manifest(manifest, Path(manifest).name))
     with tqdm(total=len(df), desc="checking", unit="case", file=sys.stderr) as bar:
         check = _guard(lambda: check_cohort(df, source, workers, progress=lambda k, n: bar.update(k - bar.n),
-                                            opt_in_identifying=identifying))
+                                            input_size=pred.input_size, opt_in_identifying=identifying))
     s = check.summary
     click.echo(f"dry run: {s['rows']} rows, {s['usable']} usable, {s['errors']} errors, {s['warnings']} warnings; "
                f"sexes {s['sexes']}; ages {s['age_range_months']} months", err=True)
@@ -216,7 +217,6 @@ def validate(manifest, images, model_dir, out, db, site, name, batch, workers, i
         click.echo("error: no usable cases.", err=True)
         sys.exit(2)
     store = Store(db)
-    pred = _guard(lambda: Predictor(model_dir or DEFAULT_MODEL_DIR))
     cohort_id = validation.ingest(store, check, name or Path(manifest).stem, site, source, identifying)
     with tqdm(total=s["usable"], desc="predicting", unit="case", file=sys.stderr) as bar:
         run_id = _guard(lambda: validation.run_model(store, cohort_id, pred, source, batch, workers, check.inputs,

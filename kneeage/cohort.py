@@ -34,7 +34,7 @@ import pandas as pd
 
 from .errors import InputError, KneeageError
 from .imaging import age_months, load_radiograph
-from .preprocess import parse_box
+from .preprocess import parse_box, to_input
 
 MAX_AGE_MONTHS = 240.0
 IDENTIFYING = {"patient_name", "name", "patient_id", "mrn", "accession", "accession_number", "birth_date",
@@ -214,7 +214,7 @@ class CohortCheck:
     problems: pd.DataFrame
     assumptions: list[str]
     summary: dict
-    inputs: dict = field(default_factory=dict, repr=False)  # case_id → decoded Radiograph (cache)
+    inputs: dict = field(default_factory=dict, repr=False)  # case_id → (model input, body part)
 
     @property
     def errors(self) -> pd.DataFrame:
@@ -305,10 +305,11 @@ def _date(v: str) -> date | None:
 
 
 def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, decode: bool = True,
-                 progress=None, keep_inputs: bool = True, opt_in_identifying: bool = False) -> CohortCheck:
+                 progress=None, input_size: int | None = 256, opt_in_identifying: bool = False) -> CohortCheck:
     """The dry run. Every problem is a row: CSV line, case id, severity (error excludes the case,
     warning keeps it) and one sentence. ``decode`` opens every image (readability, duplicates by
-    content, header body part); the decoded images are kept for the run that follows."""
+    content, header body part); with ``input_size`` each image's model input (float16, from the crop
+    box or the automatic crop) is kept for the run that follows, so images are decoded once."""
     df = manifest.copy()
     assumptions: list[str] = []
     problems: list[dict] = []
@@ -411,8 +412,14 @@ def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, 
                 part = (rad.body_part or "").upper()
                 if part and "KNEE" not in part and part not in ("LEG", "LOWER LIMB", "LOWERLIMB", "EXTREMITY"):
                     problem(i, "warning", f"the DICOM header says body part {rad.body_part!r}, not a knee")
-                if keep_inputs:
-                    decoded[str(df.at[i, "case_id"])] = rad
+                if input_size:
+                    box = parse_box(out.at[i, "crop_box"]) or "auto"
+                    try:
+                        x = to_input(rad.pixels, input_size, box).astype(np.float16)
+                    except KneeageError as e:
+                        problem(i, "error", str(e).rstrip("."))
+                        continue
+                    decoded[str(df.at[i, "case_id"])] = (x, rad.body_part)
     probs = pd.DataFrame(problems, columns=["row", "case_id", "severity", "problem"]).sort_values(["row", "severity"], kind="stable")
     bad_rows = set(probs.row[probs.severity == "error"])
     usable = out[~out.row.isin(bad_rows)].reset_index(drop=True)

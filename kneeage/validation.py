@@ -41,7 +41,9 @@ def ingest(store: Store, check: CohortCheck, name: str, site: str, source: Image
 
 def run_model(store: Store, cohort_id: str, predictor: Predictor, source: ImageSource, batch: int = 8,
               workers: int = 2, cache: dict | None = None, progress: Callable[[int, int], None] | None = None) -> str:
-    """Predict every case of the cohort that has no result yet for this model version; returns the run id."""
+    """Predict every case of the cohort that has no result yet for this model version; returns the run id.
+    ``cache`` holds model inputs from the dry run (:attr:`CohortCheck.inputs`); other cases are decoded
+    here, in ``workers`` threads running ahead of the model."""
     run_id = store.run_for(cohort_id, predictor.card.name, predictor.hash, str(predictor.model_dir),
                            bool(predictor.card.synthetic_demo))
     cases = store.cases(cohort_id).set_index("case_id")
@@ -50,9 +52,12 @@ def run_model(store: Store, cohort_id: str, predictor: Predictor, source: ImageS
     cache = cache or {}
 
     def prepare(cid):
+        hit = cache.get(cid)
+        if hit is not None and hit[0].shape[-1] == predictor.input_size:
+            return cid, hit[0].astype(np.float32), hit[1], None
         row = cases.loc[cid]
         try:
-            rad = cache.get(cid) or load_radiograph(source.read(row["image"]), name=row["image"])
+            rad = load_radiograph(source.read(row["image"]), name=row["image"])
             box = parse_box(row["crop_box"]) or "auto"
             return cid, predictor.prepare(rad.pixels, box), rad.body_part, None
         except (KneeageError, OSError) as e:

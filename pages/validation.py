@@ -36,7 +36,7 @@ if source is not None and manifest is not None and st.button("Check cohort (dry 
     bar = st.progress(0.0, "Opening every image…")
     try:
         st.session_state.cohort_check = check_cohort(read_manifest(manifest), source, progress=lambda k, n: bar.progress(k / n),
-                                              opt_in_identifying=opt_in)
+                                              input_size=predictor().input_size, opt_in_identifying=opt_in)
         st.session_state.check_source = source
     except KneeageError as e:
         st.error(str(e))
