@@ -15,6 +15,8 @@ pages = [
     st.Page("pages/single_case.py", title="Single case", icon=":material/radiology:", default=True),
     st.Page("pages/validation.py", title="External validation", icon=":material/fact_check:"),
     st.Page("pages/pooling.py", title="Pool sites", icon=":material/hub:"),
+    st.Page("pages/reading_room.py", title="Reading room", icon=":material/visibility:"),
+    st.Page("pages/study_admin.py", title="Reader studies (PI)", icon=":material/admin_panel_settings:"),
     st.Page("pages/image_checker.py", title="Image checker", icon=":material/image_search:"),
 ]
 nav = st.navigation(pages)

@@ -244,3 +244,72 @@ def pool(bundles, out):
     plots.pooling_figure(result).write_html(Path(out) / "forest.html", include_plotlyjs=True)
     p = result["pooled"]
     click.echo(json.dumps({"n_sites": result["n_sites"], "n": p["n"], "mae": p["mae"], "bias": p["bias"]}))
+
+
+@main.group()
+def study():
+    """Reader studies: create, invite, status, export (headless administration)."""
+
+
+@study.command("create")
+@click.option("--protocol", type=click.Path(exists=True, dir_okay=False), required=True, help="A studies/*.toml protocol.")
+@click.option("--cohort", "cohort_id", help="A stored cohort id (default: the protocol's synthetic cohort).")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Model for the assisted arm.")
+@click.option("--db", type=click.Path(dir_okay=False))
+def study_create(protocol, cohort_id, model_dir, db):
+    from . import readerstudy
+    from .predict import DEFAULT_MODEL_DIR, Predictor
+    from .store import Store
+
+    p = _guard(lambda: readerstudy.Protocol.load(protocol))
+    pred = Predictor(model_dir or DEFAULT_MODEL_DIR) if p.assisted else None
+    sid = _guard(lambda: readerstudy.setup_study(Store(db), p, pred, cohort_id))
+    click.echo(sid)
+
+
+@study.command("invite")
+@click.argument("study_id")
+@click.option("--reader", "names", multiple=True, required=True, help="Reader name (repeat for several).")
+@click.option("--db", type=click.Path(dir_okay=False))
+def study_invite(study_id, names, db):
+    """Print one access code per reader (shown once; only a hash is stored)."""
+    from . import readerstudy
+    from .store import Store
+
+    store = Store(db)
+    _guard(lambda: readerstudy.study_protocol(store, study_id))
+    for n in names:
+        click.echo(f"{n}\t{readerstudy.invite(store, study_id, n)}")
+
+
+@study.command("status")
+@click.argument("study_id")
+@click.option("--db", type=click.Path(dir_okay=False))
+def study_status(study_id, db):
+    """Progress per reader, as JSON lines."""
+    from . import readerstudy
+    from .store import Store
+
+    store = Store(db)
+    for r in store.readers(study_id).to_dict("records"):
+        done, total = readerstudy.progress(store, r)
+        click.echo(json.dumps({"reader_id": r["id"], "reader": r["name"], "done": done, "total": total}))
+
+
+@study.command("export")
+@click.argument("study_id")
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--db", type=click.Path(dir_okay=False))
+def study_export(study_id, out, db):
+    """reads.csv (all reads, long), analysis.json, analysis.html and audit.csv."""
+    from pathlib import Path
+
+    from . import readerstudy, report
+    from .store import Store
+
+    store = Store(db)
+    files = _guard(lambda: report.study_exports(store, study_id))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (Path(out) / name).write_bytes(data)
+    click.echo(f"wrote {', '.join(files)} to {out}")

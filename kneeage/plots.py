@@ -166,3 +166,39 @@ def pooling_figure(result: dict, what: str = "mae") -> go.Figure:
         title += f" — I² {het['I2']:.0%}, Q p {het['Q_p']:.3g}"
     return forest(rows.rename(columns={"site": "label"}), pooled=pooled, title=title,
                   x_title="MAE (months)" if what == "mae" else "bias, model − reference (months)")
+
+
+def study_figures(reads: pd.DataFrame, analysis: dict) -> dict[str, go.Figure]:
+    """Reader-study figures: per-reader MAE (with the model) as a forest plot, pooled Bland-Altman of
+    first reads, reading times."""
+    figs = {}
+    rows = []
+    for r in analysis.get("readers", []):
+        for arm in ("unassisted", "assisted"):
+            if arm in r:
+                rows.append({"label": f"{r['reader']} ({arm})", "estimate": r[arm]["mae"],
+                             "lower": r[arm]["mae_ci"][0], "upper": r[arm]["mae_ci"][1]})
+    model = analysis.get("model")
+    if model:
+        rows.append({"label": "model", "estimate": model["mae"], "lower": model["mae_ci"][0], "upper": model["mae_ci"][1]})
+    if rows:
+        figs["mae_by_reader"] = forest(pd.DataFrame(rows), title="MAE against the reference by reader and arm (BCa 95% CI)")
+    first = reads[(reads["repeat"] == 0) & (reads.unreadable == 0)].dropna(subset=["estimate_months", "reference_bone_age_months"]) if len(reads) else reads
+    if len(first) >= 3:
+        ids = (first.reader.astype(str) + " · " + first.case_id.astype(str)).tolist()
+        figs["bland_altman_pooled"] = bland_altman(stats.bland_altman(first.estimate_months, first.reference_bone_age_months),
+                                                   ids, title="Readers − reference, all first reads")
+        fig = go.Figure([go.Box(y=g.seconds, name=str(k), boxmean=True) for k, g in first.groupby("reader")])
+        figs["reading_times"] = _layout(fig, "Reading time per case", "reader", "seconds", None)
+    return figs
+
+
+def radiograph_figure(image01: np.ndarray, height: int = 640) -> go.Figure:
+    """A zoomable, pannable grayscale radiograph."""
+    from .report import png_data_uri
+
+    h, w = image01.shape
+    fig = go.Figure(go.Image(source=png_data_uri((np.clip(image01, 0, 1) * 255).astype(np.uint8)), hoverinfo="skip"))
+    fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=height, dragmode="zoom",
+                      xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
+    return fig

@@ -141,3 +141,19 @@ def write_validation(out: str | Path, cases: pd.DataFrame, summary: dict, meta: 
         paths[name.split(".")[0].replace("site_", "")] = out / name
         (out / name).write_bytes(data)
     return paths
+
+
+def study_exports(store, study_id: str) -> dict[str, bytes]:
+    """The PI's reader-study exports: reads.csv, analysis.json, analysis.html, audit.csv."""
+    from . import plots, readerstudy
+
+    reads = readerstudy.reads_table(store, study_id)
+    analysis = readerstudy.analyse(store, study_id)
+    figs = plots.study_figures(reads, analysis)
+    body = "".join(f"<h2>{html.escape(k.replace('_', ' ').capitalize())}</h2>" + f.to_html(full_html=False, include_plotlyjs=(i == 0))
+                   for i, (k, f) in enumerate(figs.items()))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Reader study {html.escape(study_id)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>Reader study {html.escape(store.study(study_id)['name'])}</h1>"
+            f"<pre>{html.escape(json.dumps(analysis, indent=2))}</pre>{body}</body></html>")
+    return {"reads.csv": safe_csv(reads).encode(), "analysis.json": json.dumps(analysis, indent=2).encode(),
+            "analysis.html": page.encode(), "audit.csv": safe_csv(store.audit_log(study_id)).encode()}

@@ -35,7 +35,89 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class Store:
+class StudyTables:
+    """Reader-study storage (mixed into Store)."""
+
+    db: sqlite_utils.Database
+
+    def add_study(self, row: dict, actor: str = "pi") -> None:
+        with self.db.conn:
+            self.db.table("studies").insert(row)
+            self._audit(row["id"], actor, "create study", row["name"])
+
+    def study(self, study_id: str) -> dict:
+        return self.db.table("studies").get(study_id)
+
+    def studies(self) -> pd.DataFrame:
+        return pd.DataFrame(list(self.db.table("studies").rows_where(order_by="created")))
+
+    def add_reader(self, row: dict, worklist: list[dict]) -> None:
+        with self.db.conn:
+            self.db.table("readers").insert(row)
+            self.db.table("worklist").insert_all(worklist)
+            self._audit(row["study_id"], "pi", "invite reader", row["id"])
+
+    def reader(self, reader_id: str) -> dict | None:
+        rows = list(self.db.table("readers").rows_where("id = ?", [reader_id]))
+        return rows[0] if rows else None
+
+    def readers(self, study_id: str) -> pd.DataFrame:
+        cols = "id, study_id, name, role, created, expires, revoked"  # never the code hash
+        return pd.DataFrame(list(self.db.query(f"select {cols} from readers where study_id = ? order by created",
+                                               [study_id])))
+
+    def revoke(self, reader_id: str) -> None:
+        with self.db.conn:
+            self.db.table("readers").update(reader_id, {"revoked": 1})
+            self._audit(self.reader(reader_id)["study_id"], "pi", "revoke reader", reader_id)
+
+    def worklist(self, reader_id: str) -> pd.DataFrame:
+        return pd.DataFrame(list(self.db.table("worklist").rows_where("reader_id = ?", [reader_id], order_by="position")))
+
+    def reads(self, study_id: str | None = None, reader_id: str | None = None) -> pd.DataFrame:
+        where = " and ".join(w for w, v in (("study_id = ?", study_id), ("reader_id = ?", reader_id)) if v)
+        args = [v for v in (study_id, reader_id) if v]
+        return pd.DataFrame(list(self.db.table("reads").rows_where(where or None, args or None,
+                                                                   order_by="reader_id, position")))
+
+    def save_read(self, row: dict, allow_change: bool) -> str:
+        """Insert a read atomically; 'saved', 'changed', or 'locked' when it exists and may not change."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            old = conn.execute("select revision from reads where reader_id = ? and position = ?",
+                               [row["reader_id"], row["position"]]).fetchone()
+            if old is not None and not allow_change:
+                conn.execute("ROLLBACK")
+                return "locked"
+            row = row | {"revision": 0 if old is None else old[0] + 1}
+            cols = ", ".join(row)
+            conn.execute(f"insert or replace into reads ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
+            conn.execute("insert into audit (study_id, ts, actor, action, detail) values (?, ?, ?, ?, ?)",
+                         [row["study_id"], now(), row["reader_id"], "change read" if old else "read",
+                          f"position {row['position']} case {row['case_id']}"])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return "changed" if old is not None else "saved"
+
+    def audit_log(self, study_id: str) -> pd.DataFrame:
+        return pd.DataFrame(list(self.db.table("audit").rows_where("study_id = ?", [study_id], order_by="id")))
+
+    def _audit(self, study_id, actor, action, detail):
+        self.db.table("audit").insert({"study_id": study_id, "ts": now(), "actor": actor, "action": action,
+                                       "detail": detail})
+
+    def login_failure(self, scope: str, ts: float) -> None:
+        with self.db.conn:
+            self.db.table("login_failures").insert({"ts": ts, "scope": scope})
+
+    def recent_failures(self, scope: str, since: float) -> int:
+        return self.db.table("login_failures").count_where("scope = ? and ts > ?", [scope, since])
+
+
+class Store(StudyTables):
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path or default_db())
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +145,21 @@ class Store:
                                  "error": str, "updated": str}, pk=("run_id", "case_id"),
                                 foreign_keys=[("run_id", "runs", "id")])
             t("results").create_index(["run_id", "status"])
+        if "studies" not in self.db.table_names():
+            t("studies").create({"id": str, "name": str, "cohort_id": str, "run_id": str, "protocol": str,
+                                 "seed": int, "created": str}, pk="id")
+            t("readers").create({"id": str, "study_id": str, "name": str, "role": str, "code_hash": str,
+                                 "salt": str, "created": str, "expires": str, "revoked": int}, pk="id",
+                                foreign_keys=[("study_id", "studies", "id")])
+            t("worklist").create({"reader_id": str, "position": int, "study_id": str, "case_id": str, "arm": str,
+                                  "repeat": int, "session": int}, pk=("reader_id", "position"))
+            t("reads").create({"reader_id": str, "position": int, "study_id": str, "case_id": str, "arm": str,
+                               "repeat": int, "estimate_months": float, "confidence": int, "unreadable": int,
+                               "reason": str, "seconds": float, "shown_model_months": float, "submitted": str,
+                               "revision": int}, pk=("reader_id", "position"))
+            t("audit").create({"id": int, "study_id": str, "ts": str, "actor": str, "action": str, "detail": str},
+                              pk="id")
+            t("login_failures").create({"id": int, "ts": float, "scope": str}, pk="id")
 
     # ------------------------------------------------------------------------------ cohorts
     def add_cohort(self, cases: pd.DataFrame, name: str, site: str, source: str, assumptions: list[str],

@@ -27,7 +27,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", KNEEAGE_HOME=str(tmp_path_factory.mktemp("kneeage_home")))
+    home = str(tmp_path_factory.mktemp("kneeage_home"))
+    os.environ["KNEEAGE_E2E_HOME"] = home  # tests that prepare data for the server write here
+    env = dict(os.environ, HF_HUB_OFFLINE="1", KNEEAGE_HOME=home)
     log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",

@@ -1,0 +1,48 @@
+"""End to end in a real headless Chromium: a reader enters a code, reads three cases; the PI dashboard
+then shows them."""
+
+import os
+
+from playwright.sync_api import expect
+
+from kneeage import readerstudy as rs
+from kneeage.store import Store
+
+PROTOCOL = {"name": "browser study", "seed": 3, "cases": {"sampling": "random", "n": 3},
+            "arms": {"unassisted": True, "assisted": False}, "synthetic": {"n": 6, "seed": 8, "size": 160}}
+
+
+def test_reader_reads_three_cases_and_pi_sees_them(page, app_url, browser):
+    os.environ["KNEEAGE_HOME"] = os.environ["KNEEAGE_E2E_HOME"]  # the server's study folder
+    try:
+        store = Store()
+        sid = rs.setup_study(store, rs.Protocol.from_dict(PROTOCOL))
+        code = rs.invite(store, sid, "Dr Browser")
+        from kneeage import access
+
+        if not access.pi_configured():
+            access.set_pi_password("browser pi password")
+    finally:
+        os.environ.pop("KNEEAGE_HOME")
+    page.get_by_role("link", name="Reading room").click()
+    page.get_by_label("Access code").fill(code)
+    page.get_by_role("button", name="Enter").click()
+    for k in range(3):
+        expect(page.get_by_role("heading", name=f"Case {k + 1} of 3")).to_be_visible()
+        page.get_by_label("Bone age: years").fill(str(8 + k))
+        page.get_by_label("Bone age: years").press("Enter")
+        page.get_by_role("button", name="Submit and next").click()
+    expect(page.get_by_text("All cases are read. Thank you!")).to_be_visible()
+
+    pi = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+    pi.set_default_timeout(60_000)
+    pi.goto(app_url)
+    pi.get_by_role("link", name="Reader studies (PI)").click()
+    pi.get_by_label("PI password").fill("browser pi password")
+    pi.get_by_role("button", name="Sign in").click()
+    expect(pi.get_by_text("Analysis")).to_be_visible()
+    st = Store(os.path.join(os.environ["KNEEAGE_E2E_HOME"], "kneeage.db"))
+    assert len(st.reads(study_id=sid)) == 3
+    grid = pi.get_by_test_id("stDataFrame").first
+    expect(grid).to_be_visible()
+    expect(pi.get_by_text("Dr Browser").first).to_be_visible()

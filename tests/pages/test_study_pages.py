@@ -1,0 +1,92 @@
+"""AppTest of the reading room and the PI dashboard (access, blinding, answers, analysis)."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from kneeage import access, readerstudy as rs
+from kneeage.store import Store
+from tests.conftest import ROOT
+
+PROTOCOL = {"name": "page study", "seed": 9, "cases": {"sampling": "random", "n": 4},
+            "arms": {"unassisted": True, "assisted": True, "repeats": 0}, "synthetic": {"n": 8, "seed": 4, "size": 160}}
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNEEAGE_HOME", str(tmp_path))
+    store = Store()
+    sid = rs.setup_study(store, rs.Protocol.from_dict(PROTOCOL))
+    return store, sid
+
+
+def _app(path):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.run()
+    at.switch_page(path).run()
+    assert not at.exception
+    return at
+
+
+def _texts(at):
+    return " ".join(str(getattr(e, "value", "")) for e in at.main)
+
+
+def test_reader_enters_code_reads_and_sees_only_their_worklist(study):
+    store, sid = study
+    code = rs.invite(store, sid, "Dr Page")
+    at = _app("pages/reading_room.py")
+    at.text_input(key="code").set_value("ABCDEF-wrong")
+    at.button(key="enter").click().run()
+    assert [e.value for e in at.error] == ["This access code is not valid."]
+    at.text_input(key="code").set_value(code)
+    at.button(key="enter").click().run()
+    assert not at.exception and "Case 1 of 8" in [h.value for h in at.subheader]
+    refs = store.cases(store.study(sid)["cohort_id"]).reference_bone_age_months
+    assert "reference" not in _texts(at).lower() and not at.info  # unassisted: no model either
+    at.button(key="submit").click().run()
+    assert "Enter the bone age" in at.error[0].value
+    at.number_input(key="years_0").set_value(9)
+    at.number_input(key="months_0").set_value(6)
+    at.button(key="submit").click().run()
+    assert not at.exception and "Case 2 of 8" in [h.value for h in at.subheader]
+    read = store.reads(study_id=sid)
+    assert read.estimate_months.tolist() == [114.0] and read.seconds.iloc[0] > 0
+    for _ in range(3):
+        pos = rs.next_task(store, rs.authenticate(store, code)).position
+        at.number_input(key=f"years_{pos}").set_value(10)
+        at.button(key="submit").click().run()
+    assert any("Model's estimate" in i.value for i in at.info)  # the assisted arm shows the model
+    assert len(at.get("image")) == 1  # and its saliency
+    # the same browser session cannot open the PI dashboard without the PI password
+    at.switch_page("pages/study_admin.py").run()
+    assert not at.get("dataframe") and at.title[0].value == "Reader studies (PI)"
+    assert any("First run" in i.value for i in at.info)
+    assert all(f"{v:.1f}" not in _texts(at) for v in refs)
+
+
+def test_pi_first_run_sign_in_invite_and_analysis(study):
+    store, sid = study
+    at = _app("pages/study_admin.py")
+    at.text_input(key="pi_new").set_value("a long pi password")
+    at.text_input(key="pi_again").set_value("a long pi password")
+    at.button(key="pi_set").click().run()
+    assert not at.exception and access.pi_configured()
+    at.text_input(key="invite_name").set_value("Dr New")
+    at.button(key="invite").click().run()
+    code = at.code[0].value
+    assert rs.authenticate(store, code)["name"] == "Dr New"
+    reader = rs.authenticate(store, code)
+    while not isinstance(t := rs.next_task(store, reader), str):
+        rs.submit(store, reader, t, 100.0, 5.0)
+    at.run()
+    assert not at.exception
+    table = at.dataframe(key="reader_table").value
+    assert set(table.arm) == {"unassisted", "assisted"} and set(table.reader) == {"Dr New"}
+    assert [b.proto.label for b in at.get("download_button")] == [
+        "Download reads.csv", "Download analysis.json", "Download analysis.html", "Download audit.csv"]
+    # a new session must sign in; a wrong password is refused
+    other = _app("pages/study_admin.py")
+    assert not other.get("dataframe")
+    other.text_input(key="pi_password").set_value("not it")
+    other.button(key="pi_login").click().run()
+    assert [e.value for e in other.error] == ["Wrong PI password."] and not other.get("dataframe")

@@ -1,0 +1,198 @@
+"""Reader studies: protocols, access codes, blinding, order, answers, concurrency and the analysis."""
+
+import io
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kneeage import access, readerstudy as rs, report, stats
+from kneeage.access import AccessError
+from kneeage.errors import InputError
+from kneeage.store import Store
+from tests.conftest import ROOT
+
+PROTOCOL = {"name": "test study", "seed": 5, "cases": {"sampling": "stratified", "n": 6},
+            "arms": {"unassisted": True, "assisted": True, "repeats": 2}, "design": {"order": "crossover"},
+            "synthetic": {"n": 12, "seed": 3, "size": 160}}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    import os
+
+    d = tmp_path_factory.mktemp("home")
+    old = os.environ.get("KNEEAGE_HOME")
+    os.environ["KNEEAGE_HOME"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("KNEEAGE_HOME")
+    else:
+        os.environ["KNEEAGE_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def study(home):
+    store = Store()
+    sid = rs.setup_study(store, rs.Protocol.from_dict(PROTOCOL))
+    return store, sid
+
+
+def _answer_all(store, reader, rng, noise=8.0):
+    refs = store.cases(store.study(reader["study_id"])["cohort_id"]).set_index("case_id").reference_bone_age_months
+    while not isinstance(t := rs.next_task(store, reader), str):
+        est = refs[t.case_id] + rng.normal(0, noise)
+        rs.submit(store, reader, t, float(np.clip(est, 0, 240)), float(rng.uniform(5, 30)), 3)
+
+
+def test_protocols_load_and_refuse_bad_settings():
+    p = rs.Protocol.load(ROOT / "studies" / "demo.toml")
+    assert p.arms == ["unassisted", "assisted"] and p.sampling == "stratified" and p.synthetic["n"] == 30
+    with pytest.raises(InputError, match="unknown setting 'colour'"):
+        rs.Protocol.from_dict({"name": "x", "display": {"colour": "red"}})
+    with pytest.raises(InputError, match="sampling must be all, random or stratified"):
+        rs.Protocol.from_dict({"name": "x", "cases": {"sampling": "some"}})
+    with pytest.raises(InputError, match="at least one arm"):
+        rs.Protocol.from_dict({"name": "x", "arms": {"unassisted": False, "assisted": False}})
+
+
+def test_sampling_and_order_are_reproducible_from_the_seed(study):
+    store, sid = study
+    p, ids = rs.study_protocol(store, sid)
+    assert len(ids) == 6 and ids == rs.sample_cases(store.cases(store.study(sid)["cohort_id"]), p)
+    a1, a2 = rs.reader_order(p, ids, "ABC123", 0), rs.reader_order(p, ids, "ABC123", 0)
+    assert a1 == a2
+    assert [x["case_id"] for x in rs.reader_order(p, ids, "XYZ789", 0)] != [x["case_id"] for x in a1]
+    assert a1[0]["arm"] == "unassisted" and rs.reader_order(p, ids, "ABC123", 1)[0]["arm"] == "assisted"  # crossover
+    assert sum(x["repeat"] for x in a1) == 2 and len(a1) == 6 * 2 + 2
+
+
+def test_codes_are_hashed_and_bad_expired_withdrawn_codes_refused(study):
+    store, sid = study
+    code = rs.invite(store, sid, "Dr Code")
+    rid = code.split("-")[0]
+    assert code not in json.dumps(store.db.execute("select * from readers").fetchall())
+    assert "code_hash" not in store.readers(sid).columns
+    assert rs.authenticate(store, code)["id"] == rid
+    for bad in ("", "nonsense", f"{rid}-wrong", code + "x", "ZZZZZZ-" + code.split("-", 1)[1]):
+        with pytest.raises(AccessError, match="not valid"):
+            rs.authenticate(store, bad)
+    store.db.table("readers").update(rid, {"expires": (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()})
+    with pytest.raises(AccessError, match="expired"):
+        rs.authenticate(store, code)
+    store.revoke(rid)
+    with pytest.raises(AccessError, match="withdrawn"):
+        rs.authenticate(store, code)
+
+
+def test_failed_codes_lock_out(study):
+    store, sid = study
+    code = rs.invite(store, sid, "Dr Lock")
+    t0 = 1e12
+    for _ in range(rs.MAX_FAILURES):
+        with pytest.raises(AccessError, match="not valid"):
+            rs.authenticate(store, "AAAAAA-bad", clock=lambda: t0)
+    with pytest.raises(AccessError, match="Too many wrong codes"):
+        rs.authenticate(store, code, clock=lambda: t0 + 1)
+    assert rs.authenticate(store, code, clock=lambda: t0 + rs.FAILURE_WINDOW_S + 1)["name"] == "Dr Lock"
+
+
+def test_blinding_isolation_and_locked_answers(study):
+    store, sid = study
+    a = rs.authenticate(store, rs.invite(store, sid, "Dr A"))
+    b = rs.authenticate(store, rs.invite(store, sid, "Dr B"))
+    ta = rs.next_task(store, a)
+    assert not hasattr(ta, "reference_bone_age_months") and "reference" not in repr(ta)
+    assert ta.arm == "unassisted" and ta.model_estimate_months is None
+    rs.submit(store, a, ta, 100.0, 10.0)
+    with pytest.raises(AccessError, match="does not allow changes"):
+        rs.submit(store, a, ta, 120.0, 10.0)
+    assert rs.progress(store, b)[0] == 0 and rs.next_task(store, b).done == 0  # B sees nothing of A's
+    wl_b = store.worklist(b["id"])
+    forged = next(t for t in store.worklist(a["id"]).itertuples() if wl_b.case_id[t.position] != t.case_id)
+    fake = rs.Task(forged.position, forged.case_id, forged.arm, False, None, None, None, 0, 1)
+    with pytest.raises(AccessError, match="not on your worklist"):
+        rs.submit(store, b, fake, 50.0, 1.0)
+    tb = rs.next_task(store, b)  # B starts with the assisted arm (crossover): the model is shown
+    assert tb.arm == "assisted" and tb.model_estimate_months is not None
+    for bad, msg in ((-1.0, "between 0 and 240"), (241.0, "between 0 and 240"), (None, "between 0 and 240")):
+        with pytest.raises(InputError, match=msg):
+            rs.submit(store, b, tb, bad, 1.0)
+    assert rs.submit(store, b, tb, None, 3.0, unreadable_reason="motion blur") == "saved"
+    assert store.reads(reader_id=b["id"]).reason.tolist() == ["motion blur"]
+
+
+def test_analysis_equals_stats_on_exported_reads(home):
+    store = Store(home / "analysis.db")
+    sid = rs.setup_study(store, rs.Protocol.from_dict(PROTOCOL))
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        _answer_all(store, rs.authenticate(store, rs.invite(store, sid, f"Reader {i}")), rng)
+    files = report.study_exports(store, sid)
+    reads = pd.read_csv(io.BytesIO(files["reads.csv"]))
+    analysis = json.loads(files["analysis.json"])
+    assert len(reads) == 3 * 14 and analysis["n_reads"] == 42
+    first = reads[reads["repeat"] == 0]
+    for r in analysis["readers"]:
+        for arm in ("unassisted", "assisted"):
+            g = first[(first.reader_id == r["reader_id"]) & (first.arm == arm)]
+            es = stats.error_summary(g.estimate_months, g.reference_bone_age_months, n_boot=1000)
+            assert r[arm]["mae"] == pytest.approx(es.mae) and r[arm]["mae_ci"] == pytest.approx(list(es.mae_ci))
+            c = stats.compare_errors(g.estimate_months, g.model_months, g.reference_bone_age_months, n_boot=1000)
+            assert r[arm]["minus_model"]["difference"] == pytest.approx(c.mae_difference)
+    un = first[first.arm == "unassisted"]
+    icc = stats.icc(un, "case_id", "reader_id", "estimate_months")
+    assert analysis["inter_reader_icc"][0]["icc"] == pytest.approx(icc.loc["ICC2", "icc"])
+    assert len(analysis["intra_reader"]) == 3 and analysis["assisted_vs_unassisted"]["n_pairs"] == 18
+    lo, hi = analysis["assisted_vs_unassisted"]["ci"]
+    assert lo <= analysis["assisted_vs_unassisted"]["pooled_mae_difference"] <= hi
+    audit = pd.read_csv(io.BytesIO(files["audit.csv"]))
+    assert (audit.action == "read").sum() == 42
+    assert b"analysis" in files["analysis.html"] or b"Reader study" in files["analysis.html"]
+
+
+def test_fifty_readers_answering_at_once_lose_and_duplicate_nothing(home):
+    path = home / "concurrent.db"
+    store = Store(path)
+    p = rs.Protocol.from_dict(PROTOCOL | {"arms": {"unassisted": True, "assisted": False, "repeats": 0}})
+    sid = rs.setup_study(store, p)
+    codes = [rs.invite(store, sid, f"R{i}") for i in range(50)]
+    errors, barrier = [], threading.Barrier(50)
+
+    def work(code, seed):
+        try:
+            s = Store(path)  # each reader its own connection, as each browser session would
+            reader = rs.authenticate(s, code)
+            barrier.wait()
+            _answer_all(s, reader, np.random.default_rng(seed))
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(c, i)) for i, c in enumerate(codes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    rows = store.db.execute("select reader_id, position, count(*) from reads group by reader_id, position").fetchall()
+    assert len(rows) == 50 * 6 and all(n == 1 for *_, n in rows)
+    assert store.db.execute("select count(*) from audit where action = 'read'").fetchone()[0] == 300
+
+
+def test_pi_password(home):
+    store = Store(home / "pi.db")
+    assert not access.pi_configured()
+    with pytest.raises(AccessError, match="at least 10 characters"):
+        access.set_pi_password("short")
+    access.set_pi_password("correct horse battery")
+    assert "correct horse" not in (home / "access.json").read_text()
+    access.check_pi_password(store, "correct horse battery")
+    with pytest.raises(AccessError, match="Wrong PI password"):
+        access.check_pi_password(store, "wrong one")
+    with pytest.raises(AccessError, match="current PI password is wrong"):
+        access.set_pi_password("another password", "wrong one")
+    access.set_pi_password("another password", "correct horse battery")
+    access.check_pi_password(store, "another password")
