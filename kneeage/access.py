@@ -59,7 +59,7 @@ def check_pi_password(store: Store, password: str, clock=time.time) -> None:
     if not pi_configured():
         raise AccessError("No PI password is set yet; set one first.")
     t = clock()
-    if store.recent_failures("pi", t - WINDOW) >= MAX:
+    if store.recent_failures("pi", t - WINDOW, t) >= MAX:
         raise AccessError("Too many wrong passwords; try again in a few minutes.")
     if not _matches(password):
         store.login_failure("pi", t)

@@ -171,7 +171,7 @@ def authenticate(store: Store, code: str, clock=time.time) -> dict:
     """The reader a code belongs to; refuses bad, expired or revoked codes, and locks out after
     {MAX_FAILURES} failures in {FAILURE_WINDOW_S} s."""
     t = clock()
-    if store.recent_failures("reader", t - FAILURE_WINDOW_S) >= MAX_FAILURES:
+    if store.recent_failures("reader", t - FAILURE_WINDOW_S, t) >= MAX_FAILURES:
         raise AccessError("Too many wrong codes; try again in a few minutes.")
     rid, _, secret = str(code).strip().partition("-")
     r = store.reader(rid.upper()) if rid else None

@@ -113,8 +113,8 @@ class StudyTables:
         with self.db.conn:
             self.db.table("login_failures").insert({"ts": ts, "scope": scope})
 
-    def recent_failures(self, scope: str, since: float) -> int:
-        return self.db.table("login_failures").count_where("scope = ? and ts > ?", [scope, since])
+    def recent_failures(self, scope: str, since: float, until: float) -> int:
+        return self.db.table("login_failures").count_where("scope = ? and ts > ? and ts <= ?", [scope, since, until])
 
 
 class Store(StudyTables):

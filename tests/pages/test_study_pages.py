@@ -80,7 +80,7 @@ def test_pi_first_run_sign_in_invite_and_analysis(study):
         rs.submit(store, reader, t, 100.0, 5.0)
     at.run()
     assert not at.exception
-    table = at.dataframe(key="reader_table").value
+    table = at.dataframe[1].value  # after the progress table
     assert set(table.arm) == {"unassisted", "assisted"} and set(table.reader) == {"Dr New"}
     assert [b.proto.label for b in at.get("download_button")] == [
         "Download reads.csv", "Download analysis.json", "Download analysis.html", "Download audit.csv"]
