@@ -126,7 +126,7 @@ def create_study(store: Store, protocol: Protocol, cohort_id: str, run_id: str |
 
 
 def study_protocol(store: Store, study_id: str) -> tuple[Protocol, list[str]]:
-    d = json.loads(store.study(study_id)["protocol"])
+    d = json.loads(store.study_protocol_json(study_id))
     ids = d.pop("case_ids")
     return Protocol(**d), ids
 
@@ -204,38 +204,28 @@ class Task:
 
 
 def progress(store: Store, reader: dict) -> tuple[int, int]:
-    return len(store.reads(reader_id=reader["id"])), len(store.worklist(reader["id"]))
+    done, total, _, _ = store.reader_progress(reader["id"])
+    return done, total
 
 
-def next_task(store: Store, reader: dict, position: int | None = None) -> Task | str:
-    """The reader's next unanswered item (or ``position``), or a sentence saying why there is none."""
+def next_task(store: Store, reader: dict) -> Task | str:
+    """The reader's next unanswered item, or a sentence saying why there is none (plain SQL: this runs
+    on every page view of every reader)."""
     protocol, _ = study_protocol(store, reader["study_id"])
-    wl = store.worklist(reader["id"])
-    reads = store.reads(reader_id=reader["id"])
-    answered = set(reads.position) if len(reads) else set()
-    if position is None:
-        todo = wl[~wl.position.isin(answered)]
-        if not len(todo):
-            return "All cases are read. Thank you!"
-        item = todo.iloc[0]
-        if item.session > 0 and protocol.washout_days and len(reads):
-            first = datetime.fromisoformat(reads.submitted.min())
-            opens = first + timedelta(days=protocol.washout_days)
-            if datetime.now(timezone.utc) < opens:
-                return f"The next session opens on {opens:%Y-%m-%d %H:%M} UTC, after the {protocol.washout_days:g}-day washout."
-    else:
-        item = wl[wl.position == position].iloc[0]
+    done, total, item, first = store.reader_progress(reader["id"])
+    if item is None:
+        return "All cases are read. Thank you!"
+    if item["session"] > 0 and protocol.washout_days and first:
+        opens = datetime.fromisoformat(first) + timedelta(days=protocol.washout_days)
+        if datetime.now(timezone.utc) < opens:
+            return f"The next session opens on {opens:%Y-%m-%d %H:%M} UTC, after the {protocol.washout_days:g}-day washout."
     study = store.study(reader["study_id"])
-    case = store.cases(study["cohort_id"]).set_index("case_id").loc[item.case_id]
-    model = None
-    if item.arm == "assisted" and study["run_id"]:
-        res = store.results(study["run_id"]).set_index("case_id")
-        v = res.at[item.case_id, "predicted_bone_age_months"] if item.case_id in res.index else None
-        model = None if v is None or pd.isna(v) else float(v)
+    case = store.case_facts(study["cohort_id"], item["case_id"])
+    model = store.predicted(study["run_id"], item["case_id"]) if item["arm"] == "assisted" and study["run_id"] else None
     age = case["chronological_age_months"]
-    return Task(int(item.position), item.case_id, item.arm, bool(item.repeat),
+    return Task(int(item["position"]), item["case_id"], item["arm"], bool(item["repeat"]),
                 case["sex"] if protocol.show_sex else None,
-                float(age) if protocol.show_age and pd.notna(age) else None, model, len(answered), len(wl))
+                float(age) if protocol.show_age and age is not None else None, model, done, total)
 
 
 def task_image(store: Store, reader: dict, task: Task):
@@ -245,30 +235,29 @@ def task_image(store: Store, reader: dict, task: Task):
 
     study = store.study(reader["study_id"])
     cohort = store.cohort(study["cohort_id"])
-    image = store.cases(study["cohort_id"]).set_index("case_id").at[task.case_id, "image"]
+    image = store.case_facts(study["cohort_id"], task.case_id)["image"]
     return load_radiograph(open_source(cohort["source"]).read(image), name=task.case_id)
 
 
 def submit(store: Store, reader: dict, task: Task, estimate_months: float | None, seconds: float,
            confidence: int | None = None, unreadable_reason: str | None = None) -> str:
     """Save one answer at once. Estimates must lie in 0-240 months; an unreadable case needs a reason."""
-    protocol, _ = study_protocol(store, reader["study_id"])
+    allow_changes = json.loads(store.study_protocol_json(reader["study_id"])).get("allow_changes", False)
     unreadable = bool(unreadable_reason and unreadable_reason.strip())
     if not unreadable:
         if estimate_months is None or not np.isfinite(estimate_months) or not 0 <= estimate_months <= 240:
             raise InputError(f"case {task.case_id}: the estimate must lie between 0 and 240 months (0-20 years).")
     if confidence is not None and not 1 <= confidence <= 5:
         raise InputError(f"case {task.case_id}: confidence must be 1 to 5.")
-    wl = store.worklist(reader["id"])
-    mine = wl[(wl.position == task.position) & (wl.case_id == task.case_id)]
-    if not len(mine):
+    mine = store.worklist_item(reader["id"], task.position)
+    if mine is None or mine["case_id"] != task.case_id:
         raise AccessError("This case is not on your worklist.")
     row = {"reader_id": reader["id"], "position": task.position, "study_id": reader["study_id"], "case_id": task.case_id,
-           "arm": mine.arm.iloc[0], "repeat": int(mine.repeat.iloc[0]),
+           "arm": mine["arm"], "repeat": int(mine["repeat"]),
            "estimate_months": None if unreadable else float(estimate_months), "confidence": confidence,
            "unreadable": int(unreadable), "reason": unreadable_reason.strip() if unreadable else None,
            "seconds": float(seconds), "shown_model_months": task.model_estimate_months, "submitted": now()}
-    result = store.save_read(row, protocol.allow_changes)
+    result = store.save_read(row, allow_changes)
     if result == "locked":
         raise AccessError(f"case {task.case_id}: your answer was already submitted and this study does not allow changes.")
     return result

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,10 +36,24 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer(path) -> threading.Lock:
+    """One lock per database file in this process: concurrent sessions queue here and wake at once,
+    instead of polling SQLite's busy handler (which sleeps in steps of up to 100 ms). Other processes
+    are still serialised by SQLite itself."""
+    key = str(Path(path).resolve())
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.Lock())
+
+
 class StudyTables:
     """Reader-study storage (mixed into Store)."""
 
     db: sqlite_utils.Database
+    path: Path
 
     def add_study(self, row: dict, actor: str = "pi") -> None:
         with self.db.conn:
@@ -74,6 +89,44 @@ class StudyTables:
     def worklist(self, reader_id: str) -> pd.DataFrame:
         return pd.DataFrame(list(self.db.table("worklist").rows_where("reader_id = ?", [reader_id], order_by="position")))
 
+    def worklist_item(self, reader_id: str, position: int) -> dict | None:
+        """One worklist row (plain SQL: this is on the answer-saving hot path)."""
+        cur = self.db.conn.execute("select case_id, arm, repeat from worklist where reader_id = ? and position = ?",
+                                   [reader_id, position])
+        row = cur.fetchone()
+        return dict(zip(("case_id", "arm", "repeat"), row)) if row else None
+
+    def reader_progress(self, reader_id: str) -> tuple[int, int, dict | None, str | None]:
+        """(answered, worklist length, first unanswered item, time of the first answer) in plain SQL."""
+        c = self.db.conn
+        total = c.execute("select count(*) from worklist where reader_id = ?", [reader_id]).fetchone()[0]
+        done, first = c.execute("select count(*), min(submitted) from reads where reader_id = ?", [reader_id]).fetchone()
+        row = c.execute("select w.position, w.case_id, w.arm, w.repeat, w.session from worklist w left join reads r "
+                        "on r.reader_id = w.reader_id and r.position = w.position where w.reader_id = ? and "
+                        "r.position is null order by w.position limit 1", [reader_id]).fetchone()
+        item = dict(zip(("position", "case_id", "arm", "repeat", "session"), row)) if row else None
+        return done, total, item, first
+
+    def case_facts(self, cohort_id: str, case_id: str) -> dict:
+        row = self.db.conn.execute("select sex, chronological_age_months, image from cases where cohort_id = ? and "
+                                   "case_id = ?", [cohort_id, case_id]).fetchone()
+        return dict(zip(("sex", "chronological_age_months", "image"), row))
+
+    def predicted(self, run_id: str, case_id: str) -> float | None:
+        row = self.db.conn.execute("select predicted_bone_age_months from results where run_id = ? and case_id = ?",
+                                   [run_id, case_id]).fetchone()
+        return row[0] if row else None
+
+    def study_protocol_json(self, study_id: str) -> str:
+        """A study's protocol (fixed once created, so cached per Store)."""
+        cache = self.__dict__.setdefault("_protocols", {})
+        if study_id not in cache:
+            row = self.db.conn.execute("select protocol from studies where id = ?", [study_id]).fetchone()
+            if row is None:
+                raise KeyError(study_id)
+            cache[study_id] = row[0]
+        return cache[study_id]
+
     def reads(self, study_id: str | None = None, reader_id: str | None = None) -> pd.DataFrame:
         where = " and ".join(w for w, v in (("study_id = ?", study_id), ("reader_id = ?", reader_id)) if v)
         args = [v for v in (study_id, reader_id) if v]
@@ -82,6 +135,10 @@ class StudyTables:
 
     def save_read(self, row: dict, allow_change: bool) -> str:
         """Insert a read atomically; 'saved', 'changed', or 'locked' when it exists and may not change."""
+        with _writer(self.path):
+            return self._save_read(row, allow_change)
+
+    def _save_read(self, row: dict, allow_change: bool) -> str:
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
