@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from .config import check_upload, limit
 from .errors import InputError, KneeageError
 from .imaging import age_months, load_radiograph
 from .preprocess import parse_box, to_input
@@ -39,7 +40,6 @@ from .preprocess import parse_box, to_input
 MAX_AGE_MONTHS = 240.0
 IDENTIFYING = {"patient_name", "name", "patient_id", "mrn", "accession", "accession_number", "birth_date",
                "date_of_birth", "dob", "study_date", "exam_date", "patient_birth_date", "address", "phone"}
-LIMITS = {"max_zip_bytes": 20 * 2**30, "max_files": 100_000, "max_member_ratio": 200}
 _ALIASES = {"case": "case_id", "id": "case_id", "image_file": "image", "file": "image", "filename": "image",
             "path": "image", "gender": "sex", "dob": "birth_date", "date_of_birth": "birth_date",
             "exam_date": "study_date"}
@@ -111,12 +111,12 @@ class ZipSource(ImageSource):
             infos = self.zf.infolist()
         except (zipfile.BadZipFile, OSError, ValueError) as e:
             raise InputError(f"{label}: not a readable zip archive ({e}).") from None
-        if len(infos) > LIMITS["max_files"]:
-            raise InputError(f"{label}: {len(infos)} files, over the limit of {LIMITS['max_files']}.")
+        if len(infos) > limit("max_files"):
+            raise InputError(f"{label}: {len(infos)} files, over the limit of {limit('max_files'):g} (KNEEAGE_MAX_FILES).")
         total = sum(i.file_size for i in infos)
-        if total > LIMITS["max_zip_bytes"]:
+        if total > limit("max_unpacked_gb") * 2**30:
             raise InputError(f"{label}: it would unpack to {total / 2**30:.1f} GiB, over the limit of "
-                             f"{LIMITS['max_zip_bytes'] / 2**30:.0f} GiB.")
+                             f"{limit('max_unpacked_gb'):g} GiB (KNEEAGE_MAX_UNPACKED_GB).")
         self.members: dict[str, zipfile.ZipInfo] = {}
         self.refused: dict[str, str] = {}
         for i in infos:
@@ -127,7 +127,7 @@ class ZipSource(ImageSource):
                 self.refused[i.filename] = "its path leaves the archive"
             elif stat.S_ISLNK(i.external_attr >> 16):
                 self.refused[rel] = "it is a symbolic link"
-            elif i.compress_size and i.file_size / i.compress_size > LIMITS["max_member_ratio"]:
+            elif i.compress_size and i.file_size / i.compress_size > limit("max_member_ratio"):
                 self.refused[rel] = f"it expands {i.file_size // max(i.compress_size, 1)}-fold (a zip bomb?)"
             else:
                 self.members[rel] = i
@@ -172,23 +172,8 @@ def open_source(spec: str) -> ImageSource:
         z = ZipSource(path)
         z.base = base
         return z
-    raise InputError(f"{spec or 'this cohort'}: its images are no longer available; upload them again to resume.")
-
-
-def save_upload(data: bytes, folder: str | Path) -> ZipSource:
-    """Keep an uploaded zip in the study folder (named by its hash) so a run can resume after the
-    browser closes; returns it opened."""
-    import hashlib
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
-    if not path.exists():
-        ZipSource(data)  # refuse before keeping it
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return ZipSource(path)
+    raise InputError(f"{spec or 'this cohort'}: its images are not available (uploaded zips are kept in memory "
+                     f"only, never stored); upload the same zip again and check it to continue.")
 
 
 def manifest_in(source: ImageSource) -> bytes | None:
@@ -231,6 +216,7 @@ def read_manifest(source, name: str = "manifest.csv") -> pd.DataFrame:
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
     if isinstance(data, str):
         data = data.encode()
+    check_upload(name, len(data))
     if not data.strip():
         raise InputError(f"{name}: the manifest is empty.")
     text = None
@@ -248,6 +234,13 @@ def read_manifest(source, name: str = "manifest.csv") -> pd.DataFrame:
         df = pd.read_csv(io.StringIO(text), sep=None, engine="python", dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, csv.Error) as e:
         raise InputError(f"{name}: the manifest is not a readable CSV ({str(e).splitlines()[0]}).") from None
+    if len(df) > limit("max_files"):
+        raise InputError(f"{name}: {len(df)} rows, over the limit of {limit('max_files'):g} (KNEEAGE_MAX_FILES).")
+    longest = df.map(len).to_numpy().max(initial=0) if len(df) else 0
+    if longest > limit("max_field_chars") or max(map(len, df.columns), default=0) > limit("max_field_chars"):
+        r, c = np.argwhere(df.map(len).to_numpy() == longest)[0] if longest else (0, 0)
+        raise InputError(f"{name}: row {r + 2} column {c + 1} has {longest} characters, over the limit of "
+                         f"{limit('max_field_chars'):g} (KNEEAGE_MAX_FIELD_CHARS).")
     df.columns = [_norm_header(c) for c in df.columns]
     dup = df.columns[df.columns.duplicated()]
     if len(dup):

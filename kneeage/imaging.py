@@ -24,7 +24,12 @@ import numpy as np
 from .errors import RadiographError
 
 MIN_SIDE = 64
-MAX_PIXELS = 100_000_000
+
+
+def max_pixels() -> int:
+    from .config import limit
+
+    return int(limit("max_image_megapixels") * 1_000_000)
 DAYS_PER_MONTH = 365.25 / 12
 
 Source = Union[str, Path, bytes, bytearray, IO[bytes]]
@@ -312,7 +317,7 @@ def _try_pil(data: bytes, label: str, digest: str) -> Radiograph | None:
     except UnidentifiedImageError:
         return None
     except Image.DecompressionBombError:
-        raise RadiographError(label, f"it is larger than {MAX_PIXELS // 1_000_000} megapixels") from None
+        raise RadiographError(label, f"it is larger than {max_pixels() / 1_000_000:g} megapixels") from None
     except Exception as e:  # noqa: BLE001 - malformed headers
         raise RadiographError(label, f"the image header could not be read ({_short(e)})") from None
     fmt = img.format or "image"
@@ -361,9 +366,9 @@ def _check_size(label: str, rows: int, cols: int) -> None:
         raise RadiographError(label, "the image has no rows or columns")
     if rows < MIN_SIDE or cols < MIN_SIDE:
         raise RadiographError(label, f"the image is {cols}x{rows} px, under the minimum of {MIN_SIDE} px a side")
-    if rows * cols > MAX_PIXELS:
+    if rows * cols > max_pixels():
         raise RadiographError(
-            label, f"the image is {cols}x{rows} px, over the limit of {MAX_PIXELS // 1_000_000} megapixels"
+            label, f"the image is {cols}x{rows} px, over the limit of {max_pixels() / 1_000_000:g} megapixels"
         )
 
 

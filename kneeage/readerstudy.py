@@ -38,6 +38,7 @@ from .errors import InputError
 from .store import Store, now
 
 MAX_FAILURES, FAILURE_WINDOW_S = 10, 300
+SHIPPED = Path(__file__).resolve().parents[1] / "studies"  # protocols shipped with the project
 ARMS = ("unassisted", "assisted")
 
 

@@ -237,13 +237,14 @@ def results_for(store: Store, run_id: str, n_boot: int = stats.N_BOOT) -> tuple[
 
 
 def worst_gallery(store: Store, run_id: str, predictor: Predictor, worst: list[dict],
-                  method: str = "gradcam") -> list[dict]:
-    """Saliency overlays of the given worst cases, read again from the cohort's stored image source."""
+                  source: ImageSource | None = None, method: str = "gradcam") -> list[dict]:
+    """Saliency overlays of the given worst cases, read again from ``source`` (default: the cohort's
+    stored folder)."""
     from .cohort import open_source
     from .predict import overlay
 
     run = store.run(run_id)
-    source = open_source(store.cohort(run["cohort_id"])["source"])
+    source = source or open_source(store.cohort(run["cohort_id"])["source"])
     cases = store.cases(run["cohort_id"]).set_index("case_id")
     out = []
     for w in worst:

@@ -25,3 +25,36 @@ def store():
     from kneeage.store import default_db
 
     return _store(str(default_db()))
+
+
+def require_pi() -> None:
+    """Stop the page unless this browser session has signed in with the PI password (first run: set it).
+    Reader sessions never pass this: reading codes do not open PI pages."""
+    from kneeage import KneeageError, access
+
+    if st.session_state.get("pi"):
+        return
+    if not access.pi_configured():
+        st.info("First run: set the PI password that protects the validation, pooling and study pages. "
+                "Only its hash is stored (access.json in the study folder).")
+        new = st.text_input("New PI password (at least 10 characters)", type="password", key="pi_new")
+        again = st.text_input("Repeat it", type="password", key="pi_again")
+        if st.button("Set password", key="pi_set", type="primary"):
+            try:
+                if new != again:
+                    raise KneeageError("The two passwords differ.")
+                access.set_pi_password(new)
+                st.session_state.pi = True
+                st.rerun()
+            except KneeageError as e:
+                st.error(str(e))
+        st.stop()
+    pw = st.text_input("PI password", type="password", key="pi_password")
+    if st.button("Sign in", key="pi_login", type="primary"):
+        try:
+            access.check_pi_password(store(), pw)
+            st.session_state.pi = True
+            st.rerun()
+        except KneeageError as e:
+            st.error(str(e))
+    st.stop()

@@ -7,8 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from kneeage import KneeageError, plots, validation
+from pages.common import require_pi
 
 st.title("Pool sites")
+require_pi()
 st.caption("Import the site_bundle.zip files that sites export from their validation page.")
 files = st.file_uploader("Site bundles", type=["zip"], accept_multiple_files=True, key="bundles")
 if not files:

@@ -1,43 +1,18 @@
 """Reader studies (PI): create a study, invite readers, follow progress, analyse and export."""
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
-from kneeage import KneeageError, access, plots, readerstudy, report
-from pages.common import predictor, store
+from kneeage import KneeageError, plots, readerstudy, report
+from pages.common import predictor, require_pi, store
 
 st.title("Reader studies (PI)")
 db = store()
 
-if not access.pi_configured():
-    st.info("First run: set the PI password. Only its hash is stored (in the study folder's access.json).")
-    new = st.text_input("New PI password (at least 10 characters)", type="password", key="pi_new")
-    again = st.text_input("Repeat it", type="password", key="pi_again")
-    if st.button("Set password", key="pi_set", type="primary"):
-        try:
-            if new != again:
-                raise KneeageError("The two passwords differ.")
-            access.set_pi_password(new)
-            st.session_state.pi = True
-            st.rerun()
-        except KneeageError as e:
-            st.error(str(e))
-    st.stop()
-if not st.session_state.get("pi"):
-    pw = st.text_input("PI password", type="password", key="pi_password")
-    if st.button("Sign in", key="pi_login", type="primary"):
-        try:
-            access.check_pi_password(db, pw)
-            st.session_state.pi = True
-            st.rerun()
-        except KneeageError as e:
-            st.error(str(e))
-    st.stop()
+require_pi()
 
 with st.expander("Create a study"):
-    shipped = {p.name: p for p in sorted(Path("studies").glob("*.toml"))}
+    shipped = {p.name: p for p in sorted(readerstudy.SHIPPED.glob("*.toml"))}
     choice = st.selectbox("Protocol", list(shipped), key="protocol_file")
     cohorts = db.cohorts()
     options = {"": "the protocol's synthetic demo cohort"}

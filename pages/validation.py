@@ -4,11 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from kneeage import KneeageError, plots, report, validation
-from kneeage.cohort import FolderSource, check_cohort, manifest_in, open_source, read_manifest, save_upload
-from kneeage.store import home
-from pages.common import predictor, store
+from kneeage.cohort import FolderSource, ZipSource, check_cohort, manifest_in, open_source, read_manifest
+from kneeage.config import check_upload
+from pages.common import predictor, require_pi, store
 
 st.title("External validation")
+require_pi()
 st.caption("Images stay on this machine. The database keeps pseudonymous case ids, image hashes and derived "
            "ages — no names, patient ids, accession numbers or dates unless you opt in below.")
 
@@ -20,8 +21,10 @@ kind = st.radio("Images", ["Zip upload (images, optionally with manifest.csv ins
                 key="source_kind", horizontal=True)
 try:
     if kind.startswith("Zip"):
-        z = st.file_uploader("Cohort zip", type=["zip"], key="zip")
-        source = save_upload(z.getvalue(), home() / "uploads") if z else None
+        z = st.file_uploader("Cohort zip (kept in memory only, never stored)", type=["zip"], key="zip")
+        if z:
+            check_upload(z.name, z.size)
+        source = ZipSource(z.getvalue(), f"upload:{z.name}") if z else None
     else:
         folder = st.text_input("Images folder (paths in the manifest are relative to it)", key="folder")
         source = FolderSource(folder) if folder else None
@@ -85,7 +88,10 @@ if pending:
     if st.button("Resume the run", key="resume"):
         try:
             run = db.run(rid)
-            src = open_source(cohorts.at[run["cohort_id"], "source"])
+            spec = cohorts.at[run["cohort_id"], "source"]
+            src = st.session_state.get("check_source") if spec.startswith("upload:") else open_source(spec)
+            if src is None:
+                open_source(spec)  # says how to continue
             bar = st.progress(0.0)
             validation.run_model(db, run["cohort_id"], predictor(), src, progress=lambda k, n: bar.progress(k / n))
             st.rerun()
@@ -121,7 +127,9 @@ if summary.get("recalibration"):
 st.write("**Largest errors**, with Grad-CAM saliency on the model input")
 st.dataframe(pd.DataFrame(summary["worst_cases"]), hide_index=True, key="worst")
 try:
-    gallery = validation.worst_gallery(db, rid, predictor(), summary["worst_cases"][:4])
+    spec = cohorts.at[db.run(rid)["cohort_id"], "source"]
+    src = st.session_state.get("check_source") if spec.startswith("upload:") else None
+    gallery = validation.worst_gallery(db, rid, predictor(), summary["worst_cases"][:4], src)
 except KneeageError as e:
     gallery = []
     st.caption(f"No gallery: {e}")

@@ -72,3 +72,29 @@ def page(browser, app_url):
     pg.goto(app_url)
     yield pg
     ctx.close()
+
+
+PI_PASSWORD = "end-to-end pi password"
+
+
+@pytest.fixture(scope="session")
+def pi_password(app_url):
+    """The server's PI password, set directly in its study folder (first-run setup is tested in AppTest)."""
+    from kneeage import access
+
+    old = os.environ.get("KNEEAGE_HOME")
+    os.environ["KNEEAGE_HOME"] = os.environ["KNEEAGE_E2E_HOME"]
+    try:
+        if not access.pi_configured():
+            access.set_pi_password(PI_PASSWORD)
+    finally:
+        if old is None:
+            os.environ.pop("KNEEAGE_HOME")
+        else:
+            os.environ["KNEEAGE_HOME"] = old
+    return PI_PASSWORD
+
+
+def sign_in(page, password):
+    page.get_by_label("PI password").fill(password)
+    page.get_by_role("button", name="Sign in").click()

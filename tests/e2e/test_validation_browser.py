@@ -1,8 +1,8 @@
 """End to end in a real headless Chromium: a small synthetic cohort through upload, dry run, run,
 results and export (the downloaded summary equals kneeage.stats on the downloaded per-case CSV)."""
 
-import io
 import json
+import os
 import zipfile
 
 import pandas as pd
@@ -11,9 +11,11 @@ from playwright.sync_api import expect
 
 from kneeage import stats
 from kneeage.phantom import write_cohort
+from tests.conftest import ROOT
+from tests.e2e.conftest import sign_in
 
 
-def test_cohort_upload_run_results_export(page, tmp_path):
+def test_cohort_upload_run_results_export(page, tmp_path, pi_password):
     d = tmp_path / "cohort"
     write_cohort(d, 10, seed=31, size=160)
     zpath = tmp_path / "cohort.zip"
@@ -23,6 +25,7 @@ def test_cohort_upload_run_results_export(page, tmp_path):
                 z.write(p, str(p.relative_to(d)))
     page.get_by_role("link", name="External validation").click()
     expect(page.get_by_role("heading", name="External validation")).to_be_visible()
+    sign_in(page, pi_password)
     page.locator('input[type="file"]').first.set_input_files(str(zpath))
     page.get_by_role("button", name="Check cohort (dry run)").click()
     run = page.get_by_role("button", name="Run the model on 10 cases")
@@ -37,5 +40,8 @@ def test_cohort_upload_run_results_export(page, tmp_path):
     cases = pd.read_csv(dl.value.path())
     es = stats.error_summary(cases.predicted_bone_age_months, cases.reference_bone_age_months)
     assert summary["n"] == 10 and summary["mae"] == pytest.approx(es.mae) and summary["mae_ci"] == pytest.approx(list(es.mae_ci))
+    if os.environ.get("KNEEAGE_SCREENSHOTS"):
+        expect(page.get_by_test_id("stStatusWidget")).to_have_count(0)
+        page.screenshot(path=str(ROOT / "docs" / "img" / "validation.png"), full_page=True)
     shown = page.get_by_test_id("stMetric").filter(has_text="MAE (months)").get_by_test_id("stMetricValue").inner_text()
     assert shown == f"{es.mae:.2f}"

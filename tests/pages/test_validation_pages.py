@@ -24,9 +24,20 @@ def cohort_zip(tmp_path_factory):
 
 
 def _page(path):
+    """The page after PI sign-in (first run: the password is set on the page itself)."""
+    from kneeage import access
+
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
     at.run()
     at.switch_page(path).run()
+    assert not at.exception and not at.get("file_uploader")  # nothing before sign-in
+    if access.pi_configured():
+        at.text_input(key="pi_password").set_value("validation pi password")
+        at.button(key="pi_login").click().run()
+    else:
+        at.text_input(key="pi_new").set_value("validation pi password")
+        at.text_input(key="pi_again").set_value("validation pi password")
+        at.button(key="pi_set").click().run()
     assert not at.exception
     return at
 
@@ -49,7 +60,7 @@ def test_validation_flow_and_bundles_pool(cohort_zip, tmp_path, monkeypatch):
     assert len(at.get("plotly_chart")) >= 4 and len(at.get("image")) == 4  # figures and the saliency gallery
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == [f"Download {n}" for n in ("cases.csv", "summary.json", "report.html", "site_bundle.zip")]
-    assert (tmp_path / "kneeage.db").exists() and list((tmp_path / "uploads").glob("*.zip"))
+    assert (tmp_path / "kneeage.db").exists() and not list(tmp_path.rglob("*.zip"))  # the upload is not stored
     # the stored run gives the same numbers and the bundle the site would download
     from kneeage import report, validation
     from kneeage.store import Store

@@ -1,0 +1,43 @@
+"""Limits a site can change, each with a default and an environment variable ``KNEEAGE_<NAME>``.
+
+| name | default | what it bounds |
+|---|---|---|
+| max_image_megapixels | 100 | pixels of one radiograph, checked from the header before decoding |
+| max_upload_mb | 2048 | one uploaded file (cohort zip, manifest, radiograph) |
+| max_unpacked_gb | 20 | everything inside a cohort zip, unpacked |
+| max_files | 100000 | files in a cohort zip, rows in a manifest |
+| max_member_ratio | 200 | how many times one zip member may expand (zip-bomb guard) |
+| max_field_chars | 10000 | characters in one manifest cell |
+
+The browser's own upload cap is ``server.maxUploadSize`` in ``.streamlit/config.toml`` (MB), kept equal
+to ``max_upload_mb``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import InputError
+
+DEFAULTS = {"max_image_megapixels": 100, "max_upload_mb": 2048, "max_unpacked_gb": 20, "max_files": 100_000,
+            "max_member_ratio": 200, "max_field_chars": 10_000}
+
+
+def limit(name: str) -> float:
+    """The limit's value: ``KNEEAGE_<NAME>`` if set (a positive number), else the default."""
+    raw = os.environ.get(f"KNEEAGE_{name.upper()}")
+    if raw is None or raw.strip() == "":
+        return DEFAULTS[name]
+    try:
+        v = float(raw)
+    except ValueError:
+        raise InputError(f"KNEEAGE_{name.upper()}={raw!r} is not a number.") from None
+    if v <= 0:
+        raise InputError(f"KNEEAGE_{name.upper()} must be positive, got {raw}.")
+    return v
+
+
+def check_upload(name: str, size: int) -> None:
+    mb = limit("max_upload_mb")
+    if size > mb * 2**20:
+        raise InputError(f"{name}: {size / 2**20:.0f} MB is over the upload limit of {mb:g} MB (KNEEAGE_MAX_UPLOAD_MB).")
