@@ -24,6 +24,7 @@ import io
 import re
 import stat
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -156,7 +157,10 @@ class ZipSource(ImageSource):
             raise InputError(f"{name}: refused in {self.label}: {self.refused[rel]}.")
         if rel not in self.members:
             raise InputError(f"{name}: not found in {self.label}.")
-        data = self.zf.read(self.members[rel])
+        try:
+            data = self.zf.read(self.members[rel])
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
+            raise InputError(f"{name}: cannot be read from {self.label} ({e}).") from None
         if data[:4] == b"PK\x03\x04":
             raise InputError(f"{name}: it is a zip archive inside the archive; unpack it first.")
         return data
@@ -220,7 +224,7 @@ def read_manifest(source, name: str = "manifest.csv") -> pd.DataFrame:
     if not data.strip():
         raise InputError(f"{name}: the manifest is empty.")
     text = None
-    for enc in ("utf-8-sig", "utf-16", "cp1252"):
+    for enc in ("utf-8-sig", "utf-16", "cp1252", "latin-1"):
         try:
             text = data.decode(enc)
             if enc == "utf-16" and not data[:2] in (b"\xff\xfe", b"\xfe\xff"):
@@ -228,19 +232,10 @@ def read_manifest(source, name: str = "manifest.csv") -> pd.DataFrame:
             break
         except UnicodeDecodeError:
             continue
-    if text is None:
-        raise InputError(f"{name}: the manifest is not text in UTF-8, UTF-16 or Windows-1252.")
-    try:
-        df = pd.read_csv(io.StringIO(text), sep=None, engine="python", dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, csv.Error) as e:
-        raise InputError(f"{name}: the manifest is not a readable CSV ({str(e).splitlines()[0]}).") from None
-    if len(df) > limit("max_files"):
-        raise InputError(f"{name}: {len(df)} rows, over the limit of {limit('max_files'):g} (KNEEAGE_MAX_FILES).")
-    longest = df.map(len).to_numpy().max(initial=0) if len(df) else 0
-    if longest > limit("max_field_chars") or max(map(len, df.columns), default=0) > limit("max_field_chars"):
-        r, c = np.argwhere(df.map(len).to_numpy() == longest)[0] if longest else (0, 0)
-        raise InputError(f"{name}: row {r + 2} column {c + 1} has {longest} characters, over the limit of "
-                         f"{limit('max_field_chars'):g} (KNEEAGE_MAX_FIELD_CHARS).")
+    header, rows = _parse_csv(text, name)
+    if len(rows) > limit("max_files"):
+        raise InputError(f"{name}: {len(rows)} rows, over the limit of {limit('max_files'):g} (KNEEAGE_MAX_FILES).")
+    df = pd.DataFrame(rows, columns=header, dtype=object)
     df.columns = [_norm_header(c) for c in df.columns]
     dup = df.columns[df.columns.duplicated()]
     if len(dup):
@@ -248,7 +243,46 @@ def read_manifest(source, name: str = "manifest.csv") -> pd.DataFrame:
     for need in ("case_id", "image"):
         if need not in df.columns:
             raise InputError(f"{name}: the manifest has no {need!r} column (columns: {', '.join(df.columns)}).")
-    return df.map(lambda v: v.strip() if isinstance(v, str) else v)
+    return df
+
+
+def _parse_csv(text: str, name: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of CSV text: the separator sniffed among , ; tab |; blank lines skipped; short
+    rows padded with empty cells; long rows, oversized cells and malformed quoting refused."""
+    try:
+        sep = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
+    except csv.Error:
+        sep = ","
+    max_chars = int(limit("max_field_chars"))
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    header, rows = None, []
+    old = csv.field_size_limit()
+    csv.field_size_limit(10 * max_chars + 1024)  # a backstop; the precise check is per cell below
+    try:
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            for k, c in enumerate(cells):
+                if len(c) > max_chars:
+                    raise InputError(f"{name}: row {reader.line_num} column {k + 1} has {len(c)} characters, over "
+                                     f"the limit of {max_chars} (KNEEAGE_MAX_FIELD_CHARS).")
+            cells = [c.strip() for c in cells]
+            if header is None:
+                header = cells
+            elif len(cells) > len(header):
+                raise InputError(f"{name}: row {reader.line_num} has {len(cells)} fields but the header has {len(header)}.")
+            else:
+                rows.append(cells + [""] * (len(header) - len(cells)))
+    except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise InputError(f"{name}: row {reader.line_num} has a cell over the limit of {max_chars} characters "
+                             f"(KNEEAGE_MAX_FIELD_CHARS).") from None
+        raise InputError(f"{name}: the manifest is not a readable CSV (row {reader.line_num}: {e}).") from None
+    finally:
+        csv.field_size_limit(old)
+    if header is None:
+        raise InputError(f"{name}: the manifest is empty.")
+    return header, rows
 
 
 def _number(v) -> float:

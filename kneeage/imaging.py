@@ -320,6 +320,24 @@ def _try_pil(data: bytes, label: str, digest: str) -> Radiograph | None:
         raise RadiographError(label, f"it is larger than {max_pixels() / 1_000_000:g} megapixels") from None
     except Exception as e:  # noqa: BLE001 - malformed headers
         raise RadiographError(label, f"the image header could not be read ({_short(e)})") from None
+    try:
+        arr, fmt, bits = _pil_pixels(img, label)
+    except RadiographError:
+        raise
+    except Exception as e:  # noqa: BLE001 - damaged files fail in many places inside Pillow
+        raise RadiographError(label, f"its {img.format or 'image'} data is corrupt ({_short(e)})") from None
+    return Radiograph(
+        pixels=_scale01(arr),
+        name=label,
+        format=fmt,
+        content_hash=digest,
+        bits_stored=bits,
+        photometric_interpretation="MONOCHROME2",
+    )
+
+
+def _pil_pixels(img, label: str) -> tuple[np.ndarray, str, int | None]:
+    """The grayscale array of an opened Pillow image (refusing colour, palette, multi-frame)."""
     fmt = img.format or "image"
     w, h = img.size
     _check_size(label, h, w)
@@ -348,14 +366,7 @@ def _try_pil(data: bytes, label: str, digest: str) -> Radiograph | None:
             raise RadiographError(label, f"its {fmt} pixel layout ({mode}) is not a single grayscale channel")
         if bits == 32 and arr.size and arr.max() <= 65535 and arr.min() >= 0 and mode == "I":
             bits = 16  # 16-bit PNGs open as mode "I"
-    return Radiograph(
-        pixels=_scale01(arr),
-        name=label,
-        format=fmt,
-        content_hash=digest,
-        bits_stored=bits,
-        photometric_interpretation="MONOCHROME2",
-    )
+    return arr, fmt, bits
 
 
 # -------------------------------------------------------------------------------------- common
