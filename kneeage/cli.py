@@ -313,3 +313,14 @@ def study_export(study_id, out, db):
     for name, data in files.items():
         (Path(out) / name).write_bytes(data)
     click.echo(f"wrote {', '.join(files)} to {out}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Backup file to write (SQLite).")
+@click.option("--db", type=click.Path(dir_okay=False, exists=True), help="Database (default: studies/kneeage.db).")
+def backup(out, db):
+    """Copy the whole study database consistently, even while the app is in use (SQLite online backup)."""
+    from .store import Store
+
+    n = _guard(lambda: Store(db).backup(out))
+    click.echo(f"backed up {n} tables to {out}")

@@ -150,6 +150,17 @@ def _try_raw_dicom(data: bytes):
 
 
 def _load_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
+    """Decode a DICOM; pydicom parses elements lazily, so a damaged element can fail on any access:
+    whatever is not already a refusal becomes one."""
+    try:
+        return _decode_dicom(data, label, digest, ds)
+    except RadiographError:
+        raise
+    except Exception as e:  # noqa: BLE001 - lazily parsed, damaged elements raise many types
+        raise RadiographError(label, f"the DICOM data set is damaged ({_short(e)})") from None
+
+
+def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 

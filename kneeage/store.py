@@ -218,6 +218,22 @@ class Store(StudyTables):
                               pk="id")
             t("login_failures").create({"id": int, "ts": float, "scope": str}, pk="id")
 
+    def backup(self, out: str | Path) -> int:
+        """A consistent copy of the whole database (SQLite online backup API); returns the table count."""
+        out = Path(out)
+        if out.resolve() == self.path.resolve():
+            from .errors import InputError
+
+            raise InputError(f"{out}: the backup must not overwrite the database itself.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".part")
+        dest = sqlite3.connect(str(tmp))
+        with dest:
+            self.db.conn.backup(dest)
+        dest.close()
+        tmp.replace(out)
+        return len(sqlite_utils.Database(str(out)).table_names())
+
     # ------------------------------------------------------------------------------ cohorts
     def add_cohort(self, cases: pd.DataFrame, name: str, site: str, source: str, assumptions: list[str],
                    identifying_opt_in: bool = False, cohort_id: str | None = None) -> str:

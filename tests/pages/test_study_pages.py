@@ -90,3 +90,21 @@ def test_pi_first_run_sign_in_invite_and_analysis(study):
     other.text_input(key="pi_password").set_value("not it")
     other.button(key="pi_login").click().run()
     assert [e.value for e in other.error] == ["Wrong PI password."] and not other.get("dataframe")
+
+
+@pytest.mark.parametrize("page", ["pages/validation.py", "pages/pooling.py", "pages/study_admin.py"])
+def test_a_reader_session_reaches_no_pi_page(study, page):
+    store, sid = study
+    access.set_pi_password("the pi's own password")
+    code = rs.invite(store, sid, "Dr Curious")
+    at = _app("pages/reading_room.py")
+    at.text_input(key="code").set_value(code)
+    at.button(key="enter").click().run()
+    assert at.subheader and "Case 1" in at.subheader[0].value
+    at.switch_page(page).run()
+    assert not at.exception
+    assert [t.value for t in at.text_input] == [""] and at.text_input[0].label == "PI password"
+    assert not at.get("file_uploader") and not at.get("dataframe") and not at.metric and not at.get("plotly_chart")
+    at.text_input(key="pi_password").set_value(code)  # the reader's code is not a PI password
+    at.button(key="pi_login").click().run()
+    assert [e.value for e in at.error] == ["Wrong PI password."] and not at.get("dataframe")

@@ -1,0 +1,150 @@
+"""Privacy: identifying DICOM tags, private tags and identifying manifest columns never reach the
+database, stored files or exports (unless a site opts in). Crash safety of a reader session killed
+mid-way, and the database backup."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from datetime import date
+
+import pandas as pd
+import pydicom
+import pytest
+
+from kneeage.phantom import render_knee, write_dicom
+from kneeage.store import Store
+from tests.conftest import ROOT
+
+SECRETS = {"PatientName": "SMITHERS^JOHNATHAN^Q", "PatientID": "MRN-99887766", "AccessionNumber": "ACC55443322",
+           "InstitutionName": "St Secretive Hospital", "ReferringPhysicianName": "DR^WHOSOEVER",
+           "OperatorsName": "TECH^ZEBEDEE", "StudyDescription": "Knee pain Smithers", "PatientAddress": "1 Hidden Lane",
+           "OtherPatientIDs": "OTHER-12344321", "StudyID": "STUDY-7766"}
+DATES = ["20120304", "2012-03-04", "20240506", "2024-05-06", "04/03/2012"]
+PRIVATE = "PRIVATE-SECRET-123"
+
+
+def _cohort(d, n=6):
+    (d / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        ph = render_knee(60 + 15 * i, "F" if i % 2 else "M", i, 160)
+        path = d / "images" / f"k{i}.dcm"
+        write_dicom(path, ph.stored, ph.truth, birth=date(2012, 3, 4), study=date(2024, 5, 6), patient_id="X")
+        ds = pydicom.dcmread(path)
+        for k, v in SECRETS.items():
+            setattr(ds, k, v)
+        ds.private_block(0x0011, "ACME SECRETS", create=True).add_new(0x01, "LO", PRIVATE)
+        ds.save_as(path)
+        rows.append({"case_id": f"S{i:03d}", "image": f"images/k{i}.dcm", "sex": ph.truth.sex,
+                     "birth_date": "2012-03-04", "study_date": "2024-05-06", "patient_name": SECRETS["PatientName"],
+                     "mrn": SECRETS["PatientID"], "reference_bone_age_months": 60 + 15 * i})
+    pd.DataFrame(rows).to_csv(d / "manifest.csv", index=False)
+
+
+def _all_bytes(paths):
+    for p in paths:
+        if p.is_file():
+            data = p.read_bytes()
+            yield p, data
+            if p.suffix == ".zip":
+                with zipfile.ZipFile(io.BytesIO(data)) as z:
+                    for n in z.namelist():
+                        yield p / n, z.read(n)
+
+
+def _leaks(paths):
+    parts = [p for v in SECRETS.values() if "^" in v for p in v.split("^") if len(p) >= 5]
+    needles = [*SECRETS.values(), *parts, PRIVATE, *DATES]
+    return [(str(p), n) for p, data in _all_bytes(paths) for n in needles if n.encode() in data or n.encode("utf-16-le") in data]
+
+
+def _validate(d, home, out, *extra):
+    env = dict(os.environ, KNEEAGE_HOME=str(home), HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-m", "kneeage", "validate", "--manifest", str(d / "manifest.csv"), "--images",
+                        str(d), "--out", str(out), "--site", "Privacy site", *extra],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def test_nothing_identifying_is_stored_or_exported(tmp_path):
+    d, home, out = tmp_path / "cohort", tmp_path / "home", tmp_path / "out"
+    _cohort(d)
+    assert _leaks([d / "images" / "k0.dcm"])  # the inputs really carry the secrets
+    r = _validate(d, home, out)
+    stored = [p for p in home.rglob("*")] + [p for p in out.rglob("*")]
+    assert any(p.name == "kneeage.db" for p in stored) and any(p.name == "site_bundle.zip" for p in stored)
+    assert _leaks(stored) == []
+    assert "identifying columns dropped" in r.stderr
+    cases = pd.read_csv(out / "cases.csv")
+    assert cases.chronological_age_months.round(0).tolist() == [146.0] * 6  # the derived age is kept
+
+
+def test_identifying_manifest_columns_are_kept_only_with_opt_in(tmp_path):
+    d, home, out = tmp_path / "cohort", tmp_path / "home", tmp_path / "out"
+    _cohort(d, 3)
+    _validate(d, home, out, "--identifying")
+    db = b"".join(p.read_bytes() for p in home.glob("kneeage.db*"))  # the database and its WAL
+    assert SECRETS["PatientID"].encode() in db  # kept because the site opted in
+    assert PRIVATE.encode() not in db and SECRETS["InstitutionName"].encode() not in db  # header values never
+    assert _leaks([out / "cases.csv", out / "summary.json", out / "site_bundle.zip"]) == []  # exports never
+
+
+READER = r'''
+import sys, numpy as np
+from kneeage import readerstudy as rs
+from kneeage.store import Store
+s = Store(); reader = rs.authenticate(s, sys.argv[1])
+while not isinstance(t := rs.next_task(s, reader), str):
+    rs.submit(s, reader, t, 100.0 + t.position, 1.0)
+    print("ACK", t.position, flush=True)
+'''
+
+
+def test_reader_session_killed_midway_loses_and_doubles_nothing(tmp_path):
+    from kneeage import readerstudy as rs
+
+    home = tmp_path / "home"
+    env = dict(os.environ, KNEEAGE_HOME=str(home), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    os.environ["KNEEAGE_HOME"] = str(home)
+    try:
+        store = Store()
+        p = rs.Protocol.from_dict({"name": "crash", "arms": {"unassisted": True, "assisted": False},
+                                   "synthetic": {"n": 40, "seed": 5, "size": 128}})
+        sid = rs.setup_study(store, p)
+        code = rs.invite(store, sid, "Dr Crash")
+    finally:
+        os.environ.pop("KNEEAGE_HOME")
+    proc = subprocess.Popen([sys.executable, "-c", READER, code], env=env, stdout=subprocess.PIPE, text=True)
+    acks = []
+    for line in proc.stdout:
+        acks.append(int(line.split()[1]))
+        if len(acks) >= 8:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    reads = store.reads(study_id=sid)
+    assert set(acks) <= set(reads.position) and len(reads) < 40  # every acknowledged answer is stored
+    done = subprocess.run([sys.executable, "-c", READER, code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+    rows = store.db.execute("select position, count(*), min(estimate_months) from reads group by position").fetchall()
+    assert len(rows) == 40 and all(n == 1 and est == 100.0 + pos for pos, n, est in rows)
+
+
+def test_backup_copies_everything(tmp_path):
+    db = tmp_path / "k.db"
+    s = Store(db)
+    s.add_cohort(pd.DataFrame({"case_id": ["a", "b"], "row": [2, 3], "image": ["x", "y"], "sex": ["F", "M"]}),
+                 "c", "site", "folder:/x", [])
+    r = subprocess.run([sys.executable, "-m", "kneeage", "backup", "--db", str(db), "--out", str(tmp_path / "b.db")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    copy = Store(tmp_path / "b.db")
+    assert copy.cases(copy.cohorts().id[0]).case_id.tolist() == ["a", "b"]
+    with pytest.raises(Exception, match="must not overwrite"):
+        s.backup(db)
