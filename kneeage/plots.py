@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from . import stats
 
 DEMO_NOTE = "Synthetic demo model on synthetic phantoms — not a clinical model."
-_BAND = "rgba(99,110,250,0.15)"
+_BANDS = {"bias": "rgba(0,0,0,0.08)", "limit": "rgba(239,85,59,0.10)"}
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, note: str | None) -> go.Figure:
@@ -35,10 +35,11 @@ def bland_altman(ba: stats.BlandAltman, case_ids: Sequence[str] | None = None, t
     x0, x1 = float(mean.min()), float(mean.max())
     for label, value, ci in (("bias", ba.bias, ba.bias_ci), ("lower limit", ba.loa_lower, ba.loa_lower_ci),
                              ("upper limit", ba.loa_upper, ba.loa_upper_ci)):
-        fig.add_hrect(y0=ci[0], y1=ci[1], fillcolor=_BAND, line_width=0, layer="below")
+        fig.add_hrect(y0=ci[0], y1=ci[1], fillcolor=_BANDS["bias" if label == "bias" else "limit"], line_width=0,
+                      layer="below")
         fig.add_hline(y=value, line_dash="solid" if label == "bias" else "dash",
-                      annotation_text=f"{label} {value:.1f}", annotation_position="right")
-    fig.update_xaxes(range=[x0 - 0.05 * (x1 - x0 + 1), x1 + 0.25 * (x1 - x0 + 1)])
+                      annotation_text=f"{label} {value:.1f}", annotation_position="top right")
+    fig.update_xaxes(range=[x0 - 0.05 * (x1 - x0 + 1), x1 + 0.05 * (x1 - x0 + 1)])
     unit = "%" if ba.percent else units
     return _layout(fig, title or f"Bland-Altman (n={ba.n}; bands: {ba.level:.0%} CIs)",
                    f"mean of method and reference ({units})", f"method − reference ({unit})", note)

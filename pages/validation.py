@@ -68,7 +68,7 @@ if check is not None:
         rid = validation.run_model(db, cid, pred, st.session_state.check_source, cache=check.inputs,
                                    progress=lambda k, n: bar.progress(k / n, f"Predicting… {k} of {n}"))
         st.session_state.run_id = rid
-        bar.empty()
+        st.rerun()  # a clean page with the results
 
 st.subheader("3 · Results")
 db = store()

@@ -29,6 +29,7 @@ def test_reader_reads_three_cases_and_pi_sees_them(page, app_url, browser, pi_pa
         expect(page.get_by_role("heading", name=f"Case {k + 1} of 3")).to_be_visible()
         expect(page.get_by_test_id("stStatusWidget")).to_have_count(0)  # the rerun is over: no stale inputs
         expect(page.get_by_label("Bone age: years")).to_have_count(1)
+        expect(page.locator("g.imagelayer image").first).to_be_attached()  # the radiograph is drawn
         if k == 0 and os.environ.get("KNEEAGE_SCREENSHOTS"):
             page.screenshot(path=str(ROOT / "docs" / "img" / "reading_room.png"))
         page.get_by_label("Bone age: years").fill(str(8 + k))
