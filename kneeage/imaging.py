@@ -207,14 +207,16 @@ def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
     if arr.ndim != 2:
         raise RadiographError(label, f"its pixel data has shape {arr.shape}, not a single grayscale image")
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = apply_modality_lut(arr, ds)
-            if "VOILUTSequence" in ds or "WindowCenter" in ds:
-                out = apply_voi_lut(out, ds, index=0)
-    except Exception as e:  # noqa: BLE001 - malformed LUTs
-        raise RadiographError(label, f"its modality or VOI LUT is malformed ({_short(e)})") from None
+    out = _linear_luts(arr, ds)
+    if out is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = apply_modality_lut(arr, ds)
+                if "VOILUTSequence" in ds or "WindowCenter" in ds:
+                    out = apply_voi_lut(out, ds, index=0)
+        except Exception as e:  # noqa: BLE001 - malformed LUTs
+            raise RadiographError(label, f"its modality or VOI LUT is malformed ({_short(e)})") from None
     pixels = _scale01(out)
     if photometric == "MONOCHROME1":
         pixels = 1.0 - pixels
@@ -250,6 +252,43 @@ def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
         bits_stored=_int(ds.get("BitsStored")),
         transfer_syntax=str(tsyntax) if tsyntax else None,
     )
+
+
+def _linear_luts(arr: np.ndarray, ds) -> np.ndarray | None:
+    """The common case in float32: rescale slope/intercept, then a LINEAR window (DICOM PS3.3
+    C.11.2.1.2.1) with output range [0, 1]. None when a LUT sequence, another VOI function or an odd
+    window needs pydicom's general implementation (which works in float64 and is several times slower)."""
+    if any(k in ds for k in ("ModalityLUTSequence", "VOILUTSequence")):
+        return None
+    if str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper() != "LINEAR":
+        return None
+    try:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+        if centre is not None:
+            centre = float(centre[0] if isinstance(centre, pydicom_multi()) else centre)
+            width = float(width[0] if isinstance(width, pydicom_multi()) else width)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or (centre is not None and not (np.isfinite(centre) and np.isfinite(width) and width > 1)):
+        return None
+    x = np.array(arr, dtype=np.float32)
+    if slope != 1 or intercept != 0:
+        x *= np.float32(slope)
+        x += np.float32(intercept)
+    if centre is not None:
+        x -= np.float32(centre - 0.5)
+        x *= np.float32(1 / (width - 1))
+        x += np.float32(0.5)
+        np.clip(x, 0, 1, out=x)
+    return x
+
+
+def pydicom_multi():
+    from pydicom.multival import MultiValue
+
+    return (MultiValue, list, tuple)
 
 
 def _uid_name(uid: str) -> str:
@@ -404,7 +443,7 @@ def _scale01(arr) -> np.ndarray:
         return np.zeros(a.shape, dtype=np.float32)
     a -= lo
     a *= np.float32(1.0 / (hi - lo))
-    return a
+    return np.clip(a, 0, 1, out=a)  # float32 rounding can leave -1e-7
 
 
 def _short(e: Exception) -> str:

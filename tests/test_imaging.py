@@ -243,3 +243,36 @@ def test_path_bytes_and_file_object_agree(tmp_path):
         c = load_radiograph(fh)
     assert a.content_hash == b.content_hash == c.content_hash
     assert np.array_equal(a.pixels, c.pixels) and c.name == "k.dcm"
+
+
+def test_fast_linear_luts_equal_pydicoms_after_scaling():
+    """The float32 fast path for rescale + LINEAR window gives pydicom's result (after scaling to [0, 1])."""
+    import io as _io
+    from datetime import date
+
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    from kneeage.imaging import _linear_luts, _scale01
+    from kneeage.phantom import render_knee, write_dicom
+
+    ph = render_knee(90, "M", 2, 128)
+    buf = _io.BytesIO()
+    write_dicom(buf, ph.stored, ph.truth, birth=date(2015, 1, 1), study=date(2024, 1, 1), patient_id="W")
+    cases = [pydicom.dcmread(_io.BytesIO(buf.getvalue()))]
+    for name in ("CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "RG3_UNCI.dcm", "MR_small_RLE.dcm"):
+        try:
+            cases.append(pydicom.dcmread(pydicom.data.get_testdata_file(name)))
+        except (TypeError, ValueError, OSError):
+            continue
+    windowed = 0
+    for ds in cases:
+        if "WindowCenter" not in ds:
+            ds.WindowCenter, ds.WindowWidth = float(ds.pixel_array.mean()), float(np.ptp(ds.pixel_array)) / 2 + 2
+        arr = ds.pixel_array
+        fast = _linear_luts(arr, ds)
+        assert fast is not None, "the fast path should cover this file"
+        slow = apply_voi_lut(apply_modality_lut(arr, ds), ds, index=0)
+        assert np.allclose(_scale01(fast), _scale01(slow), atol=2e-5)
+        windowed += 1
+    assert windowed >= 3
