@@ -255,3 +255,17 @@ def worst_gallery(store: Store, run_id: str, predictor: Predictor, worst: list[d
         out.append({"case_id": w["case_id"], "overlay": overlay(x, sal, 0.5),
                     "predicted": w["predicted_bone_age_months"], "reference": w["reference_bone_age_months"]})
     return out
+
+
+def compare_runs(store: Store, run_a: str, run_b: str, n_boot: int = stats.N_BOOT) -> dict:
+    """Two model versions on the same cohort: each one's MAE and the paired difference (A − B) on the
+    cases both predicted and that have a reference."""
+    a, b = store.run(run_a), store.run(run_b)
+    if a["cohort_id"] != b["cohort_id"]:
+        raise StatsError("the two runs are on different cohorts; compare runs of the same cohort.")
+    ca, cb = case_table(store, run_a), case_table(store, run_b)
+    both = ca.merge(cb[["case_id", "predicted_bone_age_months", "status"]], on="case_id", suffixes=("_a", "_b"))
+    both = both[(both.status_a == "done") & (both.status_b == "done") & both.reference_bone_age_months.notna()]
+    c = stats.compare_errors(both.predicted_bone_age_months_a, both.predicted_bone_age_months_b,
+                             both.reference_bone_age_months, n_boot=n_boot)
+    return c.as_dict() | {"model_a": f"{a['model_name']} ({a['model_hash']})", "model_b": f"{b['model_name']} ({b['model_hash']})"}

@@ -3,13 +3,23 @@
 import pandas as pd
 import streamlit as st
 
-from kneeage import KneeageError, plots, readerstudy, report
+from kneeage import KneeageError, access, plots, readerstudy, report
 from pages.common import predictor, require_pi, store
 
 st.title("Reader studies (PI)")
 db = store()
 
 require_pi()
+
+with st.expander("Change the PI password"):
+    cur = st.text_input("Current password", type="password", key="pw_current")
+    new = st.text_input("New password (at least 10 characters)", type="password", key="pw_new")
+    if st.button("Change password", key="pw_change"):
+        try:
+            access.set_pi_password(new, cur)
+            st.success("The PI password was changed.")
+        except KneeageError as e:
+            st.error(str(e))
 
 with st.expander("Create a study"):
     shipped = {p.name: p for p in sorted(readerstudy.SHIPPED.glob("*.toml"))}

@@ -118,6 +118,14 @@ if summary["comparisons"]:
                                 "difference": v["mae_difference"], "CI low": v["mae_difference_ci"][0],
                                 "CI high": v["mae_difference_ci"][1], "Wilcoxon p": v["wilcoxon_p"]}
                                for k, v in summary["comparisons"].items()]), hide_index=True, key="comparisons")
+same = runs[(runs.cohort_id == db.run(rid)["cohort_id"]) & (runs.id != rid)]
+if len(same):
+    other = st.selectbox("Compare with another model version on this cohort", list(same.id), format_func=label.get,
+                         key="compare_run")
+    c = validation.compare_runs(db, rid, other)
+    st.write(f"MAE {c['mae_a']:.2f} (this run) vs {c['mae_b']:.2f} months on the same {c['n']} cases: difference "
+             f"{c['mae_difference']:+.2f} (paired bootstrap 95% CI {c['mae_difference_ci'][0]:+.2f} to "
+             f"{c['mae_difference_ci'][1]:+.2f}; Wilcoxon p {c['wilcoxon_p']:.3g}).")
 st.write("**By sex and age band**")
 st.dataframe(pd.DataFrame(summary["stratified"]), hide_index=True, key="strata")
 if summary.get("recalibration"):

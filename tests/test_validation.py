@@ -218,3 +218,50 @@ def test_pooling_sites(cohort, predictor, tmp_path):
         validation.pool([b[0], b[0]])
     fig = __import__("kneeage.plots", fromlist=["x"]).pooling_figure(r)
     assert "I²" in fig.layout.title.text and len(fig.data) == 2
+
+
+def test_two_model_versions_on_one_cohort_are_compared(cohort, predictor, tmp_path):
+    store = Store(tmp_path / "two.db")
+    check = check_cohort(read_manifest(cohort / "manifest.csv"), FolderSource(cohort))
+    cid = validation.ingest(store, check, "c", "A", FolderSource(cohort))
+    ra = validation.run_model(store, cid, predictor, FolderSource(cohort))
+    rb = store.run_for(cid, "shifted", "beef", "x", True)
+    a = validation.case_table(store, ra)
+    store.save_results(rb, [{"case_id": r.case_id, "status": "done", "predicted_bone_age_months": r.predicted_bone_age_months + 12}
+                            for r in a.itertuples()])
+    c = validation.compare_runs(store, ra, rb, n_boot=300)
+    expected = stats.compare_errors(a.predicted_bone_age_months, a.predicted_bone_age_months + 12,
+                                    a.reference_bone_age_months, n_boot=300)
+    assert c["n"] == 24 and c["mae_difference"] == pytest.approx(expected.mae_difference) and c["mae_difference"] < 0
+    assert "shifted (beef)" == c["model_b"]
+
+
+@pytest.mark.parametrize("env,value,build,message", [
+    ("KNEEAGE_MAX_IMAGE_MEGAPIXELS", "0.01", "image", "over the limit of 0.01 megapixels"),
+    ("KNEEAGE_MAX_FILES", "2", "zip", "3 files, over the limit of 2 (KNEEAGE_MAX_FILES)"),
+    ("KNEEAGE_MAX_UNPACKED_GB", "0.000001", "zip", "over the limit of 1e-06 GiB (KNEEAGE_MAX_UNPACKED_GB)"),
+    ("KNEEAGE_MAX_UPLOAD_MB", "0.0001", "upload", "over the upload limit of 0.0001 MB (KNEEAGE_MAX_UPLOAD_MB)"),
+])
+def test_limits_are_configurable_and_their_refusals_say_so(monkeypatch, cohort, env, value, build, message):
+    from kneeage.config import check_upload
+    from kneeage.errors import KneeageError
+    from kneeage.imaging import load_radiograph
+
+    monkeypatch.setenv(env, value)
+    first = sorted((cohort / "images").iterdir())[0]
+    with pytest.raises(KneeageError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        if build == "image":
+            load_radiograph(first)
+        elif build == "zip":
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as z:
+                for k in range(3):
+                    z.writestr(f"f{k}.dcm", first.read_bytes())
+            ZipSource(buf.getvalue(), "big.zip")
+        else:
+            check_upload("cohort.zip", 1000)
+    monkeypatch.setenv(env, "-1")
+    with pytest.raises(KneeageError, match="must be positive"):
+        from kneeage.config import limit
+
+        limit(env.removeprefix("KNEEAGE_").lower())

@@ -84,6 +84,11 @@ def test_pi_first_run_sign_in_invite_and_analysis(study):
     assert set(table.arm) == {"unassisted", "assisted"} and set(table.reader) == {"Dr New"}
     assert [b.proto.label for b in at.get("download_button")] == [
         "Download reads.csv", "Download analysis.json", "Download analysis.html", "Download audit.csv"]
+    at.text_input(key="pw_current").set_value("a long pi password")
+    at.text_input(key="pw_new").set_value("a new long pi password")
+    at.button(key="pw_change").click().run()
+    assert any("was changed" in x.value for x in at.success)
+    access.check_pi_password(store, "a new long pi password")
     # a new session must sign in; a wrong password is refused
     other = _app("pages/study_admin.py")
     assert not other.get("dataframe")
