@@ -4,20 +4,18 @@ next case, waits at a barrier, then submits; only the submit is timed. "burst": 
 have saved; "busy": readers go straight on to load their next case, so saves compete with other
 sessions' work for the interpreter (as in one Streamlit process). Prints percentiles; no assertions."""
 
-import sys
+import timing  # noqa: F401 - puts the project on sys.path
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+import os
+import tempfile
+import threading
+import time
 
-import os  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from kneeage import readerstudy as rs  # noqa: E402
-from kneeage.store import Store  # noqa: E402
+from kneeage import readerstudy as rs
+from kneeage.store import Store
 
 PROTOCOL = {"name": "bench", "seed": 1, "cases": {"sampling": "all"}, "arms": {"unassisted": True, "assisted": False},
             "synthetic": {"n": 40, "seed": 2, "size": 128}}

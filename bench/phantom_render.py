@@ -1,9 +1,6 @@
 """Render time per phantom image at 512 and 1024 px (median of repeats). Prints numbers only."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+import timing  # noqa: F401 - puts the project on sys.path
 
 
 import statistics

@@ -3,30 +3,14 @@
 Prints medians; the ratio compares runs in this same process. No assertions.
 """
 
-import sys
-from pathlib import Path
+from timing import med  # also puts the project on sys.path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
-
-
-import statistics
-import time
 
 import numpy as np
 import torch
 
 from kneeage.phantom import render_knee
 from kneeage.predict import Predictor
-
-
-def med(fn, repeats=5):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 if __name__ == "__main__":

@@ -5,33 +5,17 @@ and flip TTA, SDS, then the saliency overlay and the HTML report. Goals (issue #
 prediction, under 3 s with SmoothGrad. Prints medians of 5 runs after a warm-up; no assertions.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
-
+from timing import med  # also puts the project on sys.path
 
 import io
-import statistics
 import time
 from datetime import date
 
-import numpy as np
 
 from kneeage import case, report
 from kneeage.imaging import load_radiograph
 from kneeage.phantom import render_knee, write_dicom
 from kneeage.predict import Predictor
-
-
-def med(fn, repeats=5):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def dicom_bytes(size):

@@ -9,24 +9,22 @@ once before and once after (this VM's speed drifts) and averaged.
 Prints seconds and the ratio; no assertions. Usage: python bench/validation_1000.py [--n 1000] [--dir D]
 """
 
-import sys
+import timing  # noqa: F401 - puts the project on sys.path
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+import argparse
+import tempfile
+import time
+from datetime import date, timedelta
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from datetime import date, timedelta  # noqa: E402
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from kneeage import plots, report, validation  # noqa: E402
-from kneeage.cohort import FolderSource, check_cohort, read_manifest  # noqa: E402
-from kneeage.phantom import render_knee, write_dicom  # noqa: E402
-from kneeage.predict import Predictor  # noqa: E402
-from kneeage.store import Store  # noqa: E402
+from kneeage import plots, report, validation
+from kneeage.cohort import FolderSource, check_cohort, read_manifest
+from kneeage.phantom import render_knee, write_dicom
+from kneeage.predict import Predictor
+from kneeage.store import Store
 
 
 def make_cohort(d: Path, n: int, size: int = 2048, distinct: int = 40):

@@ -304,7 +304,7 @@ def study_export(study_id, out, db):
     """reads.csv (all reads, long), analysis.json, analysis.html and audit.csv."""
     from pathlib import Path
 
-    from . import readerstudy, report
+    from . import report
     from .store import Store
 
     store = Store(db)

@@ -123,7 +123,9 @@ class StudyTables:
         if study_id not in cache:
             row = self.db.conn.execute("select protocol from studies where id = ?", [study_id]).fetchone()
             if row is None:
-                raise KeyError(study_id)
+                from .errors import InputError
+
+                raise InputError(f"study {study_id!r} does not exist in {self.path}.")
             cache[study_id] = row[0]
         return cache[study_id]
 

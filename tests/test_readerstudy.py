@@ -196,3 +196,32 @@ def test_pi_password(home):
         access.set_pi_password("another password", "wrong one")
     access.set_pi_password("another password", "correct horse battery")
     access.check_pi_password(store, "another password")
+
+
+def test_headless_administration(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from kneeage.cli import main
+
+    monkeypatch.setenv("KNEEAGE_HOME", str(tmp_path))
+    proto = tmp_path / "p.toml"
+    proto.write_text('name = "cli study"\nseed = 4\n[cases]\nsampling = "random"\nn = 3\n'
+                     '[arms]\nassisted = false\n[synthetic]\nn = 6\nseed = 2\nsize = 128\n')
+    run = CliRunner().invoke
+    r = run(main, ["study", "create", "--protocol", str(proto)])
+    assert r.exit_code == 0, r.output
+    sid = r.output.strip().splitlines()[-1]
+    r = run(main, ["study", "invite", sid, "--reader", "Dr One", "--reader", "Dr Two"])
+    codes = [line.split("\t")[1] for line in r.output.strip().splitlines()]
+    assert r.exit_code == 0 and len(codes) == 2
+    store = Store()
+    reader = rs.authenticate(store, codes[0])
+    rs.submit(store, reader, rs.next_task(store, reader), 90.0, 4.0)
+    r = run(main, ["study", "status", sid])
+    status = [json.loads(line) for line in r.output.strip().splitlines()]
+    assert [(s["reader"], s["done"], s["total"]) for s in status] == [("Dr One", 1, 3), ("Dr Two", 0, 3)]
+    r = run(main, ["study", "export", sid, "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0 and len(pd.read_csv(tmp_path / "out" / "reads.csv")) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["analysis.html", "analysis.json", "audit.csv", "reads.csv"]
+    r = run(main, ["study", "invite", "nosuch", "--reader", "X"])
+    assert r.exit_code == 2 and "study 'nosuch' does not exist" in r.output
