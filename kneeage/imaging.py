@@ -262,13 +262,17 @@ def _linear_luts(arr: np.ndarray, ds) -> np.ndarray | None:
         return None
     if str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper() != "LINEAR":
         return None
+    from pydicom.multival import MultiValue
+
+    def first(v):  # several windows may be given; pydicom's apply_voi_lut(index=0) takes the first
+        return float(v[0] if isinstance(v, (MultiValue, list, tuple)) else v)
+
     try:
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
         centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
         if centre is not None:
-            centre = float(centre[0] if isinstance(centre, pydicom_multi()) else centre)
-            width = float(width[0] if isinstance(width, pydicom_multi()) else width)
+            centre, width = first(centre), first(width)
     except (TypeError, ValueError, IndexError):
         return None
     if not (np.isfinite(slope) and np.isfinite(intercept)) or (centre is not None and not (np.isfinite(centre) and np.isfinite(width) and width > 1)):
@@ -283,12 +287,6 @@ def _linear_luts(arr: np.ndarray, ds) -> np.ndarray | None:
         x += np.float32(0.5)
         np.clip(x, 0, 1, out=x)
     return x
-
-
-def pydicom_multi():
-    from pydicom.multival import MultiValue
-
-    return (MultiValue, list, tuple)
 
 
 def _uid_name(uid: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from .errors import InputError, ModelError
 from .model import ModelCard, fold_paths, load_card, load_fold, model_hash
 from .preprocess import normalise, to_input
 from .train import half_width
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_MODEL_DIR = MODELS_ROOT / "demo"
