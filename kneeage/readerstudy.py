@@ -303,9 +303,9 @@ def _boot_pairs(a: pd.DataFrame, n_boot: int, seed: int) -> tuple[float, tuple[f
     return est, (float(lo), float(hi))
 
 
-def analyse(store: Store, study_id: str, n_boot: int = 1000) -> dict:
-    """The PI dashboard's analysis, all from kneeage.stats on :func:`reads_table`."""
-    df = reads_table(store, study_id)
+def analyse(store: Store, study_id: str, n_boot: int = 1000, reads: pd.DataFrame | None = None) -> dict:
+    """The PI dashboard's analysis, all from kneeage.stats on :func:`reads_table` (pass it if you have it)."""
+    df = reads_table(store, study_id) if reads is None else reads
     ok = df[(df.unreadable == 0) & df.estimate_months.notna() & df.reference_bone_age_months.notna()] if len(df) else df
     out: dict = {"n_reads": int(len(df)), "n_unreadable": int(df.unreadable.sum()) if len(df) else 0, "readers": []}
     first = ok[ok["repeat"] == 0] if len(ok) else ok

@@ -143,13 +143,15 @@ def write_validation(out: str | Path, cases: pd.DataFrame, summary: dict, meta: 
     return paths
 
 
-def study_exports(store, study_id: str) -> dict[str, bytes]:
-    """The PI's reader-study exports: reads.csv, analysis.json, analysis.html, audit.csv."""
+def study_exports(store, study_id: str, reads: pd.DataFrame | None = None, analysis: dict | None = None,
+                  figs: dict | None = None) -> dict[str, bytes]:
+    """The PI's reader-study exports: reads.csv, analysis.json, analysis.html, audit.csv (computed here
+    unless the caller already has the reads, the analysis and the figures)."""
     from . import plots, readerstudy
 
-    reads = readerstudy.reads_table(store, study_id)
-    analysis = readerstudy.analyse(store, study_id)
-    figs = plots.study_figures(reads, analysis)
+    reads = readerstudy.reads_table(store, study_id) if reads is None else reads
+    analysis = readerstudy.analyse(store, study_id, reads=reads) if analysis is None else analysis
+    figs = plots.study_figures(reads, analysis) if figs is None else figs
     body = "".join(f"<h2>{html.escape(k.replace('_', ' ').capitalize())}</h2>" + f.to_html(full_html=False, include_plotlyjs=(i == 0))
                    for i, (k, f) in enumerate(figs.items()))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Reader study {html.escape(study_id)}</title>"

@@ -58,3 +58,21 @@ def require_pi() -> None:
         except KneeageError as e:
             st.error(str(e))
     st.stop()
+
+
+@st.cache_data(show_spinner="Analysing the run…", max_entries=16)
+def run_report(db_path: str, run_id: str, counts: str):
+    """A validation run's cases, summary, metadata, figures and export files, recomputed only when the
+    run's results change (``counts``), not on every widget interaction."""
+    from kneeage import plots, report, validation
+
+    cases, summary, meta = validation.results_for(_store(db_path), run_id)
+    figs = plots.validation_figures(cases, summary, plots.DEMO_NOTE if meta["synthetic_demo"] else None)
+    return cases, summary, meta, figs, report.validation_exports(cases, summary, meta, figs)
+
+
+@st.cache_data(show_spinner="Saliency for the largest errors…", max_entries=16)
+def worst_gallery(db_path: str, run_id: str, worst: list, _source):
+    from kneeage import validation
+
+    return validation.worst_gallery(_store(db_path), run_id, predictor(), worst, _source)

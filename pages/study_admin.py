@@ -60,7 +60,8 @@ if len(readers):
                          for r in readers.to_dict("records") for d, t in [readerstudy.progress(db, r)]])
     st.dataframe(prog, hide_index=True, key="progress")
 
-analysis = readerstudy.analyse(db, sid)
+reads = readerstudy.reads_table(db, sid)
+analysis = readerstudy.analyse(db, sid, reads=reads)
 st.subheader("Analysis")
 if not analysis["n_reads"]:
     st.info("No reads yet.")
@@ -87,8 +88,9 @@ if av:
              f"{av['ci'][0]:+.2f} to {av['ci'][1]:+.2f}); reads moved toward the model: {moved:.0%}." if moved is not None else "")
 for r in analysis.get("intra_reader", []):
     st.write(f"Intra-reader ({r['reader_id']}, {r['n']} repeats): bias {r['bias']:+.1f}, limits {r['loa'][0]:.1f} to {r['loa'][1]:.1f}, ICC(1) {r['icc1']:.2f}.")
-files = report.study_exports(db, sid)
-for (k, fig) in plots.study_figures(readerstudy.reads_table(db, sid), analysis).items():
+figs = plots.study_figures(reads, analysis)
+for k, fig in figs.items():
     st.plotly_chart(fig, key=f"study_{k}")
+files = report.study_exports(db, sid, reads, analysis, figs)
 for col, (name, data) in zip(st.columns(len(files)), files.items()):
     col.download_button(f"Download {name}", data, name, key=f"dl_{name}")

@@ -1,12 +1,14 @@
 """External validation: a site uploads a cohort, checks it, runs the model and exports the results."""
 
+import json
+
 import pandas as pd
 import streamlit as st
 
-from kneeage import KneeageError, plots, report, validation
+from kneeage import KneeageError, validation
 from kneeage.cohort import FolderSource, ZipSource, check_cohort, manifest_in, open_source, read_manifest
 from kneeage.config import check_upload
-from pages.common import predictor, require_pi, store
+from pages.common import predictor, require_pi, run_report, store, worst_gallery
 
 st.title("External validation")
 require_pi()
@@ -98,7 +100,7 @@ if pending:
         except KneeageError as e:
             st.error(str(e))
 
-cases, summary, meta = validation.results_for(db, rid)
+cases, summary, meta, figs, exports = run_report(str(db.path), rid, json.dumps(db.counts(rid)))
 if meta["synthetic_demo"]:
     st.error("Synthetic demo model: these numbers show how validation works; they are not evidence about a clinical model.")
 if summary.get("note"):
@@ -109,7 +111,6 @@ m[0].metric("Cases", f"{summary['n']} / {summary['n_cases']}", help=f"{summary['
 m[1].metric("MAE (months)", f"{summary['mae']:.2f}", help="BCa bootstrap 95% CI {:.2f}–{:.2f}".format(*summary["mae_ci"]))
 m[2].metric("Bias (months)", f"{summary['bias']:+.2f}", help="model − reference; t 95% CI {:.2f}–{:.2f}".format(*summary["bias_ci"]))
 m[3].metric("95% limits of agreement", f"{summary['loa_lower']:.1f} to {summary['loa_upper']:.1f}")
-figs = plots.validation_figures(cases, summary, plots.DEMO_NOTE if meta["synthetic_demo"] else None)
 for tab, (key, fig) in zip(st.tabs([k.replace("_", " ").capitalize() for k in figs]), figs.items()):
     tab.plotly_chart(fig, key=f"fig_{key}")
 if summary["comparisons"]:
@@ -137,14 +138,13 @@ st.dataframe(pd.DataFrame(summary["worst_cases"]), hide_index=True, key="worst")
 try:
     spec = cohorts.at[db.run(rid)["cohort_id"], "source"]
     src = st.session_state.get("check_source") if spec.startswith("upload:") else None
-    gallery = validation.worst_gallery(db, rid, predictor(), summary["worst_cases"][:4], src)
+    gallery = worst_gallery(str(db.path), rid, summary["worst_cases"][:4], src)
 except KneeageError as e:
     gallery = []
     st.caption(f"No gallery: {e}")
 for col, g in zip(st.columns(4), gallery):
     col.image(g["overlay"], caption=f"{g['case_id']}: model {g['predicted']:.0f}, reference {g['reference']:.0f} months")
 
-exports = report.validation_exports(cases, summary, meta, figs)
 cols = st.columns(4)
 for col, (fname, data) in zip(cols, exports.items()):
     col.download_button(f"Download {fname}", data, fname, key=f"dl_{fname}")
