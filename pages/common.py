@@ -14,17 +14,15 @@ def predictor() -> Predictor:
     return load_predictor(str(st.session_state.get("model_dir", DEFAULT_MODEL_DIR)))
 
 
-@st.cache_resource
-def _store(path: str):
-    from kneeage.store import Store
-
-    return Store(path)
-
-
 def store():
-    from kneeage.store import default_db
+    """This browser session's own database connection (SQLite transactions are per connection, so
+    sessions must not share one)."""
+    from kneeage.store import Store, default_db
 
-    return _store(str(default_db()))
+    path = default_db()
+    if getattr(st.session_state.get("store"), "path", None) != path:
+        st.session_state.store = Store(path)
+    return st.session_state.store
 
 
 def require_pi() -> None:
@@ -66,7 +64,9 @@ def run_report(db_path: str, run_id: str, counts: str):
     run's results change (``counts``), not on every widget interaction."""
     from kneeage import plots, report, validation
 
-    cases, summary, meta = validation.results_for(_store(db_path), run_id)
+    from kneeage.store import Store
+
+    cases, summary, meta = validation.results_for(Store(db_path), run_id)
     figs = plots.validation_figures(cases, summary, plots.DEMO_NOTE if meta["synthetic_demo"] else None)
     return cases, summary, meta, figs, report.validation_exports(cases, summary, meta, figs)
 
@@ -74,5 +74,6 @@ def run_report(db_path: str, run_id: str, counts: str):
 @st.cache_data(show_spinner="Saliency for the largest errors…", max_entries=16)
 def worst_gallery(db_path: str, run_id: str, worst: list, _source):
     from kneeage import validation
+    from kneeage.store import Store
 
-    return validation.worst_gallery(_store(db_path), run_id, predictor(), worst, _source)
+    return validation.worst_gallery(Store(db_path), run_id, predictor(), worst, _source)

@@ -10,8 +10,11 @@ import time
 import urllib.request
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import ROOT
+
+expect.set_options(timeout=90_000)  # the first page view loads torch and the model; CI may be busy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
