@@ -209,7 +209,7 @@ def progress(store: Store, reader: dict) -> tuple[int, int]:
     return done, total
 
 
-def next_task(store: Store, reader: dict) -> Task | str:
+def next_task(store: Store, reader: dict, now: datetime | None = None) -> Task | str:
     """The reader's next unanswered item, or a sentence saying why there is none (plain SQL: this runs
     on every page view of every reader)."""
     protocol, _ = study_protocol(store, reader["study_id"])
@@ -218,8 +218,25 @@ def next_task(store: Store, reader: dict) -> Task | str:
         return "All cases are read. Thank you!"
     if item["session"] > 0 and protocol.washout_days and first:
         opens = datetime.fromisoformat(first) + timedelta(days=protocol.washout_days)
-        if datetime.now(timezone.utc) < opens:
+        if (now or datetime.now(timezone.utc)) < opens:
             return f"The next session opens on {opens:%Y-%m-%d %H:%M} UTC, after the {protocol.washout_days:g}-day washout."
+    return _task(store, reader, protocol, item, done, total)
+
+
+def revisit(store: Store, reader: dict, position: int) -> Task:
+    """An answered item of the reader's own worklist, to change its answer (only if the protocol allows)."""
+    protocol, _ = study_protocol(store, reader["study_id"])
+    if not protocol.allow_changes:
+        raise AccessError("This study does not allow changing submitted answers.")
+    item = store.worklist_item(reader["id"], position)
+    answered = store.reads(reader_id=reader["id"])
+    if item is None or not len(answered) or position not in set(answered.position):
+        raise AccessError("Only your own answered cases can be changed.")
+    done, total, _, _ = store.reader_progress(reader["id"])
+    return _task(store, reader, protocol, item | {"position": position}, done, total)
+
+
+def _task(store: Store, reader: dict, protocol: Protocol, item: dict, done: int, total: int) -> Task:
     study = store.study(reader["study_id"])
     case = store.case_facts(study["cohort_id"], item["case_id"])
     model = store.predicted(study["run_id"], item["case_id"]) if item["arm"] == "assisted" and study["run_id"] else None

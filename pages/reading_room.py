@@ -28,12 +28,20 @@ reader = st.session_state.reader
 top = st.columns([3, 1])
 top[0].caption(f"Reader: {reader['name']} · study {db.study(reader['study_id'])['name']}")
 if top[1].button("Leave", key="leave"):
-    for k in ("reader", "started"):
+    for k in ("reader", "started", "revisit_position"):
         st.session_state.pop(k, None)
     st.rerun()
 
-task = readerstudy.next_task(db, reader)
+protocol, _ = readerstudy.study_protocol(db, reader["study_id"])
 done, total = readerstudy.progress(db, reader)
+if protocol.allow_changes and done:
+    with st.expander("Change an earlier answer (this study allows it)"):
+        answered = db.reads(reader_id=reader["id"]).position.tolist()
+        pick = st.selectbox("Case", answered, format_func=lambda p: f"case {p + 1}", key="revisit_pick")
+        if st.button("Open it", key="revisit"):
+            st.session_state.revisit_position = pick
+task = (readerstudy.revisit(db, reader, st.session_state.revisit_position) if "revisit_position" in st.session_state
+        else readerstudy.next_task(db, reader))
 st.progress(done / total if total else 1.0, f"{done} of {total} read")
 if isinstance(task, str):
     st.success(task)
@@ -45,7 +53,8 @@ rad = readerstudy.task_image(db, reader, task)
 
 left, right = st.columns([3, 2])
 with right:
-    st.subheader(f"Case {task.done + 1} of {task.total}")
+    st.subheader(f"Changing your answer to case {task.position + 1}" if "revisit_position" in st.session_state
+                 else f"Case {task.done + 1} of {task.total}")
     facts = [f"Sex: {'female' if task.sex == 'F' else 'male'}" if task.sex else None,
              f"Chronological age: {task.chronological_age_months / 12:.1f} years" if task.chronological_age_months is not None else None]
     st.write(" · ".join(f for f in facts if f) or "No clinical details are shown in this study.")
@@ -72,6 +81,8 @@ with right:
             if bad and not (reason or "").strip():
                 raise KneeageError("Give a reason why the case cannot be read.")
             readerstudy.submit(db, reader, task, est, time.time() - started[task.position], conf, reason if bad else None)
+            st.session_state.pop("revisit_position", None)
+            started.pop(task.position, None)
             st.rerun()
         except KneeageError as e:
             st.error(str(e))

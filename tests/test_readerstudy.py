@@ -225,3 +225,33 @@ def test_headless_administration(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["analysis.html", "analysis.json", "audit.csv", "reads.csv"]
     r = run(main, ["study", "invite", "nosuch", "--reader", "X"])
     assert r.exit_code == 2 and "study 'nosuch' does not exist" in r.output
+
+
+def test_washout_and_allowed_changes(home):
+    store = Store(home / "washout.db")
+    p = rs.Protocol.from_dict(PROTOCOL | {"arms": {"unassisted": True, "assisted": True, "repeats": 0},
+                                          "design": {"order": "unassisted_first", "washout_days": 7},
+                                          "display": {"allow_changes": True}})
+    sid = rs.setup_study(store, p)
+    reader = rs.authenticate(store, rs.invite(store, sid, "Dr Wash"))
+    for _ in range(6):  # the unassisted session
+        t = rs.next_task(store, reader)
+        rs.submit(store, reader, t, 80.0, 2.0)
+    waiting = rs.next_task(store, reader)
+    assert isinstance(waiting, str) and "after the 7-day washout" in waiting
+    later = datetime.now(timezone.utc) + timedelta(days=8)
+    assert rs.next_task(store, reader, now=later).arm == "assisted"
+    again = rs.revisit(store, reader, 0)
+    assert rs.submit(store, reader, again, 95.0, 3.0) == "changed"
+    row = store.reads(reader_id=reader["id"]).set_index("position").loc[0]
+    assert row.estimate_months == 95.0 and row.revision == 1
+    with pytest.raises(AccessError, match="Only your own answered cases"):
+        rs.revisit(store, reader, 9)
+
+
+def test_revisit_is_refused_when_changes_are_not_allowed(study):
+    store, sid = study
+    reader = rs.authenticate(store, rs.invite(store, sid, "Dr Fixed"))
+    rs.submit(store, reader, rs.next_task(store, reader), 70.0, 1.0)
+    with pytest.raises(AccessError, match="does not allow changing"):
+        rs.revisit(store, reader, 0)

@@ -113,3 +113,24 @@ def test_a_reader_session_reaches_no_pi_page(study, page):
     at.text_input(key="pi_password").set_value(code)  # the reader's code is not a PI password
     at.button(key="pi_login").click().run()
     assert [e.value for e in at.error] == ["Wrong PI password."] and not at.get("dataframe")
+
+
+def test_reader_changes_an_earlier_answer_when_the_protocol_allows(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNEEAGE_HOME", str(tmp_path))
+    store = Store()
+    sid = rs.setup_study(store, rs.Protocol.from_dict(PROTOCOL | {"arms": {"assisted": False},
+                                                                  "display": {"allow_changes": True}}))
+    code = rs.invite(store, sid, "Dr Change")
+    at = _app("pages/reading_room.py")
+    at.text_input(key="code").set_value(code)
+    at.button(key="enter").click().run()
+    at.number_input(key="years_0").set_value(5)
+    at.button(key="submit").click().run()
+    at.selectbox(key="revisit_pick").set_value(0)
+    at.button(key="revisit").click().run()
+    assert at.subheader[0].value == "Changing your answer to case 1"
+    at.number_input(key="years_0").set_value(7)
+    at.button(key="submit").click().run()
+    assert not at.exception
+    row = store.reads(study_id=sid).set_index("position").loc[0]
+    assert row.estimate_months == 84.0 and row.revision == 1
