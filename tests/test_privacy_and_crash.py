@@ -94,13 +94,14 @@ def test_identifying_manifest_columns_are_kept_only_with_opt_in(tmp_path):
 
 
 READER = r'''
-import sys, numpy as np
+import sys, time
 from kneeage import readerstudy as rs
 from kneeage.store import Store
 s = Store(); reader = rs.authenticate(s, sys.argv[1])
 while not isinstance(t := rs.next_task(s, reader), str):
     rs.submit(s, reader, t, 100.0 + t.position, 1.0)
     print("ACK", t.position, flush=True)
+    time.sleep(0.05)  # a reader's pace, however brisk: the kill lands mid-session
 '''
 
 
