@@ -124,6 +124,8 @@ def analyse(cases: pd.DataFrame, n_boot: int = stats.N_BOOT) -> dict:
     ok = cases[(cases.status == "done") & cases.reference_bone_age_months.notna()].reset_index(drop=True)
     out: dict = {"n_cases": int(len(cases)), "n_done": int((cases.status == "done").sum()),
                  "n_failed": int((cases.status == "failed").sum()), "n": int(len(ok))}
+    flags = cases["flags"].dropna().astype(str).str.split(";").explode()
+    out["flags"] = {k: int(v) for k, v in flags[flags != ""].value_counts().items()}  # quality flags raised
     if len(ok) < 3:
         out["note"] = "fewer than 3 cases with both a prediction and a reference; no agreement statistics."
         return out

@@ -8,6 +8,7 @@ import streamlit as st
 from kneeage import KneeageError, validation
 from kneeage.cohort import FolderSource, ZipSource, check_cohort, manifest_in, open_source, read_manifest
 from kneeage.config import check_upload
+from kneeage.predict import FLAG_TEXT
 from pages.common import predictor, require_pi, run_report, store, worst_gallery
 
 st.title("External validation")
@@ -106,6 +107,8 @@ if meta["synthetic_demo"]:
 if summary.get("note"):
     st.info(summary["note"])
     st.stop()
+for flag, n in summary["flags"].items():
+    st.warning(f"{n} case(s): {FLAG_TEXT[flag]}", icon=":material/flag:")
 m = st.columns(4)
 m[0].metric("Cases", f"{summary['n']} / {summary['n_cases']}", help=f"{summary['n_failed']} could not be read")
 m[1].metric("MAE (months)", f"{summary['mae']:.2f}", help="BCa bootstrap 95% CI {:.2f}–{:.2f}".format(*summary["mae_ci"]))

@@ -140,8 +140,11 @@ def test_run_results_and_exports_agree_with_stats(cohort, predictor, tmp_path):
     seen = []
     rid = validation.run_model(store, cid, predictor, FolderSource(cohort), batch=5, progress=lambda k, n: seen.append(k))
     assert seen[-1] == 24 and store.counts(rid) == {"done": 24}
+    store.save_results(rid, [{"case_id": "SYN011-00002", "status": "done", "predicted_bone_age_months": 50.0,
+                              "flags": "not_a_knee;folds_disagree"}])
     cases = validation.case_table(store, rid)
     summary = validation.analyse(cases, n_boot=300)
+    assert summary["flags"]["not_a_knee"] == 1 and summary["flags"]["folds_disagree"] >= 1
     from kneeage import plots, report
     paths = report.write_validation(tmp_path / "out", cases, summary, {"site": "Site A", "synthetic_demo": True},
                                     plots.validation_figures(cases, summary))
