@@ -15,7 +15,7 @@ from . import reference
 from .errors import InputError
 from .imaging import Radiograph
 from .predict import Prediction, Predictor, overlay, years_months
-from .preprocess import auto_box, parse_box
+from .preprocess import auto_box, resolve_box
 
 DEMO_STATEMENT = ("This is the synthetic demo model, trained only on computer-generated phantom radiographs. "
                   "Its numbers show how kneeage works; they are not a clinical bone age.")
@@ -66,21 +66,12 @@ def default_box(radiograph: Radiograph) -> tuple[int, int, int, int]:
 
 
 def check_box(box, radiograph: Radiograph) -> tuple[int, int, int, int]:
-    """A crop box ("auto", "full", text "x0,y0,x1,y1" or four numbers) clipped to the image; refuses
-    boxes under 16 px."""
-    h, w = radiograph.shape
-    if box is None or box == "auto":
-        return default_box(radiograph)
-    if box == "full":
-        return 0, 0, w, h
-    b = parse_box(box) if isinstance(box, str) else tuple(int(round(v)) for v in box)
-    if b is None:
-        return default_box(radiograph)
-    x0, x1 = sorted((min(max(b[0], 0), w), min(max(b[2], 0), w)))
-    y0, y1 = sorted((min(max(b[1], 0), h), min(max(b[3], 0), h)))
-    if x1 - x0 < 16 or y1 - y0 < 16:
-        raise InputError(f"{radiograph.name}: the crop box {b} leaves less than 16 px of the {w}x{h} image.")
-    return x0, y0, x1, y1
+    """A crop box ("auto" or empty, "full", text "x0,y0,x1,y1" or four numbers) clipped to the image;
+    refuses boxes under 16 px, naming the file."""
+    try:
+        return resolve_box(radiograph.pixels, "auto" if box is None else box)
+    except InputError as e:
+        raise InputError(f"{radiograph.name}: {str(e)[0].lower()}{str(e)[1:]}") from None
 
 
 def analyse(predictor: Predictor, radiograph: Radiograph, sex: str, chronological_age_months: float | None,

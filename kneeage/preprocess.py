@@ -43,20 +43,27 @@ def auto_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
     return cx - side // 2, cy - side // 2, cx - side // 2 + side, cy - side // 2 + side
 
 
-def crop(pixels: np.ndarray, box="full") -> np.ndarray:
-    """Cut the region: "full"/None (whole image), "auto", or a box (x0, y0, x1, y1) in pixels."""
-    if box is None or box == "full":
-        return pixels
-    if box == "auto":
-        box = auto_box(pixels)
-    if isinstance(box, str):
-        box = parse_box(box)
-    x0, y0, x1, y1 = box
+def resolve_box(pixels: np.ndarray, box="full") -> tuple[int, int, int, int]:
+    """The region as pixel bounds (x0, y0, x1, y1) clipped to the image: "full"/None (whole image),
+    "auto"/"" (automatic crop), text "x0,y0,x1,y1" or four numbers; refuses regions under 16 px."""
     h, w = pixels.shape
-    x0, x1 = max(0, min(x0, x1)), min(w, max(x0, x1))
-    y0, y1 = max(0, min(y0, y1)), min(h, max(y0, y1))
+    if box is None or box == "full":
+        return 0, 0, w, h
+    if isinstance(box, str):
+        box = "auto" if box.strip() in ("", "auto") else parse_box(box)
+    if box == "auto":
+        return auto_box(pixels)
+    b = tuple(int(round(v)) for v in box)
+    x0, x1 = sorted((min(max(b[0], 0), w), min(max(b[2], 0), w)))
+    y0, y1 = sorted((min(max(b[1], 0), h), min(max(b[3], 0), h)))
     if x1 - x0 < 16 or y1 - y0 < 16:
-        raise InputError(f"Crop box {box} leaves less than 16 px of the {w}x{h} image.")
+        raise InputError(f"Crop box {b} leaves less than 16 px of the {w}x{h} image.")
+    return x0, y0, x1, y1
+
+
+def crop(pixels: np.ndarray, box="full") -> np.ndarray:
+    """Cut the region (see :func:`resolve_box`)."""
+    x0, y0, x1, y1 = resolve_box(pixels, box)
     return pixels[y0:y1, x0:x1]
 
 

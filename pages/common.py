@@ -1,4 +1,4 @@
-"""What several pages share: the model in use, loaded once per process."""
+"""What several pages share: the model, the session's database connection, the PI sign-in, cached run reports."""
 
 import streamlit as st
 
