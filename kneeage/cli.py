@@ -165,17 +165,21 @@ def _guard(fn):
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False), help="truth.csv of a synthetic cohort.")
 @click.option("--crop", default="auto", show_default=True)
 @click.option("--cases", type=click.Path(dir_okay=False), help="Also write per-case predictions (CSV).")
-def evaluate(model_dir, manifest, truth, crop, cases):
+@click.option("--record", metavar="COHORT", help="Also store the result in the model card, under this cohort description.")
+def evaluate(model_dir, manifest, truth, crop, cases, record):
     """MAE of a model on a manifest against every reference column (and truth), as JSON."""
     import pandas as pd
 
-    from .evaluate import predict_manifest, summarise
+    from .evaluate import predict_manifest, record_result, summarise
     from .predict import Predictor
 
     df = _guard(lambda: predict_manifest(Predictor(model_dir), manifest, crop))
     if cases:
         df.to_csv(cases, index=False)
-    click.echo(json.dumps(summarise(df, pd.read_csv(truth) if truth else None)))
+    result = summarise(df, pd.read_csv(truth) if truth else None)
+    if record:
+        record_result(model_dir, record, result)
+    click.echo(json.dumps(result))
 
 
 @main.command()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .model import load_card, save_card
 from .predict import Predictor
 from .train import load_training_set
 
@@ -64,3 +65,11 @@ def summarise(df: pd.DataFrame, truth: pd.DataFrame | None = None) -> dict:
         m = np.isfinite(x) & np.isfinite(y)
         out["pull_toward_chron_age"] = float(np.polyfit(x[m], y[m], 1)[0]) if m.sum() > 2 else None
     return out
+
+
+def record_result(model_dir: str | Path, cohort: str, result: dict) -> None:
+    """Store an evaluation in the model card (``results["test_cohorts"]``, keyed by the cohort's
+    description; a repeat evaluation on the same cohort replaces the earlier one)."""
+    card = load_card(Path(model_dir))
+    card.results.setdefault("test_cohorts", {})[cohort] = result
+    save_card(card, Path(model_dir))

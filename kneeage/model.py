@@ -187,7 +187,7 @@ def fold_paths(model_dir: Path) -> list[Path]:
 
 
 def model_hash(model_dir: Path) -> str:
-    """Identity of a model: sha256 over the card's config and every fold's weights (first 16 hex)."""
+    """Identity of a model: sha256 over every fold's weights (first 16 hex)."""
     h = hashlib.sha256()
     for p in fold_paths(model_dir):
         h.update(p.read_bytes())

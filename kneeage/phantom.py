@@ -236,18 +236,20 @@ def render_knee(bone_age_months: float, sex: str, rng: np.random.Generator | int
     fuse_f = _smooth(13.3 + j(), 15.0 + j(), t)
     fuse_t = _smooth(13.1 + j(), 14.8 + j(), t)
     fuse_fib = _smooth(13.8 + j(), 15.5 + j(), t)
+    cap = _smooth(10.5 + j(), 13.5 + j(), t)  # epiphyses cap the metaphyses before fusion
+    narrow = float(np.clip((t - 6.0 - j()) / 7.5, 0.0, 1.0))  # physes narrow steadily until they fuse
     fib_on = 3.0 + j() * 1.5
     fib_size = _smooth(fib_on, fib_on + 7.0, t) * (t > fib_on)
     pat_on = 3.0 + j() * 1.5
     pat_size = _smooth(pat_on, pat_on + 9.0, t) * (t > pat_on)
     pat_regular = _smooth(pat_on + 0.5, pat_on + 3.0, t)
-    density = 0.75 + 0.35 * _smooth(0, 16, t)
+    density = 0.75 + 0.35 * _smooth(0, 18, t)
 
     joint = 0.045 * W  # half joint space incl. cartilage (mm)
     epi_h_f = 0.33 * W  # cartilaginous femoral epiphysis height
     epi_h_t = 0.21 * W
-    gap_f = (0.035 * W * (1 - 0.5 * _smooth(6, 13, t))) * (1 - fuse_f)  # physis (mm)
-    gap_t = (0.032 * W * (1 - 0.5 * _smooth(6, 13, t))) * (1 - fuse_t)
+    gap_f = (0.035 * W * (1 - 0.6 * narrow)) * (1 - fuse_f)  # physis (mm)
+    gap_t = (0.032 * W * (1 - 0.6 * narrow)) * (1 - fuse_t)
     phys_f = -(joint + epi_h_f)  # y of femoral physis (joint line at y=0, femur above)
     phys_t = joint + epi_h_t
     Wt = 0.92 * W
@@ -282,18 +284,22 @@ def render_knee(bone_age_months: float, sex: str, rng: np.random.Generator | int
         _ellipsoid(X, Y, sep, ecy, cond_w, eh * (1 + 0.08 * condyle), depth=ew * 0.8),
     )
     fe = np.maximum(fe, _ellipsoid(X, Y, 0, ecy - 0.35 * eh, ew * 0.95, eh * 0.7, depth=ew * 0.8) * (Y < ecy))
+    # Capping: the epiphysis margins grow over the metaphysis edges (toward the shaft).
+    lip = 0.07 * W * cap + 1e-3
+    fe = fe + sum(_ellipsoid(X, Y, s * (ew - 0.6 * lip), phys_f + gap_f / 2 - 0.3 * lip, 0.6 * lip, 1.6 * lip, depth=2 * lip) for s in (-1, 1))
     # Tibial epiphysis: flat plateau, spines rising in the middle.
     tw = epi_ratio_t * Wt / 2
     th = tw * (0.6 - 0.4 * _smooth(0.3, 1.0, epi_ratio_t))
     tcy = phys_t - gap_t / 2 - th - (1 - epi_ratio_t) * 0.06 * W
     te = _ellipsoid(X, Y, 0.02 * W, tcy, tw, th, depth=tw * 0.8) * (1 + 0.6 * (Y > tcy))
     te = np.minimum(te, 2 * tw * 0.8)
+    te = te + sum(_ellipsoid(X, Y, 0.02 * W + s * (tw - 0.6 * lip), phys_t - gap_t / 2 + 0.3 * lip, 0.6 * lip, 1.6 * lip, depth=2 * lip) for s in (-1, 1))
     spine_h = spines * 0.16 * W
     te = te + sum(_ellipsoid(X, Y, 0.02 * W + s * 0.12 * W, tcy - th * 0.7, 0.05 * W, spine_h + 1e-3, depth=0.05 * W) for s in (-1, 1))
-    # Fused physes: bone bridges the gap, leaving a faint dense scar.
-    bridge_f = fuse_f * _rod(X, Y, 0, phys_f - 0.08 * W, phys_f + 0.08 * W, W / 2 * 0.98, soft=1.0)
-    bridge_t = fuse_t * _rod(X, Y, 0.02 * W, phys_t - 0.08 * W, phys_t + 0.08 * W, Wt / 2 * 0.98, soft=1.0)
-    scar = 0.12 * fuse_f * (1 - _smooth(16, 19, t)) * (np.abs(Y - phys_f) < 0.012 * W) * (np.abs(X) < W / 2)
+    # Fusing physes: bone bridges the gap from the centre outward, leaving a dense scar that fades.
+    bridge_f = _rod(X, Y, 0, phys_f - 0.08 * W, phys_f + 0.08 * W, W / 2 * 0.98 * fuse_f + 1e-3, soft=1.0) * (fuse_f > 0)
+    bridge_t = _rod(X, Y, 0.02 * W, phys_t - 0.08 * W, phys_t + 0.08 * W, Wt / 2 * 0.98 * fuse_t + 1e-3, soft=1.0) * (fuse_t > 0)
+    scar = 0.12 * fuse_f * (1 - _smooth(15.5, 18.5, t)) * (np.abs(Y - phys_f) < 0.012 * W) * (np.abs(X) < W / 2)
 
     # Fibula: lateral (positive X before flipping), below the tibial plateau.
     fx = 0.50 * W
@@ -352,7 +358,9 @@ def render_hand(bone_age_months: float, sex: str, rng: np.random.Generator | int
     fuse_rad = _smooth(14.0 + j(), 15.8 + j(), t)
     epi_grow = _smooth(1.0 + j(), 11.5 + j(), t)
     epi_on = 1.2 + j()
-    density = 0.75 + 0.35 * _smooth(0, 16, t)
+    cap = _smooth(10.0 + j(), 13.0 + j(), t)  # phalangeal epiphyses cap their metaphyses
+    sesamoid = _smooth(10.8 + j(), 13.0 + j(), t) * (t > 10.8)  # adductor sesamoid of the thumb
+    density = 0.75 + 0.35 * _smooth(0, 18, t)
 
     wrist_y = 0.55 * H  # wrist centre below the palm centre (y down)
     soft = np.zeros_like(X)
@@ -387,9 +395,12 @@ def render_hand(bone_age_months: float, sex: str, rng: np.random.Generator | int
             if t > epi_on:
                 at_distal = i == 0 and k > 0
                 ey = (L / 2 - gap / 2) * (-1 if at_distal else 1)  # v coordinate (proximal = +)
-                ew = r * (0.4 + 0.75 * epi_grow)
-                eh = 0.03 * H * (0.5 + 0.5 * epi_grow)
+                ew = r * (0.4 + 0.75 * epi_grow + 0.25 * cap)
+                eh = 0.03 * H * (0.5 + 0.5 * epi_grow + 0.3 * cap)
                 spongy += _ellipsoid(u, v, 0, ey, ew, eh, depth=ew) * 0.6 + fuse_ph * _rod(u, v, 0, ey - 0.03 * H, ey + 0.03 * H, r, soft=1) * 0.3
+            if k == 0 and i == 0 and sesamoid > 0:  # at the thumb's metacarpophalangeal joint, ulnar side
+                sr = 0.022 * H * (0.3 + 0.7 * sesamoid)
+                spongy += _ellipsoid(X, Y, cx + dirx * L - 0.6 * r, cy + diry * L, sr, sr, depth=sr) * 0.8
             cx, cy = cx + dirx * L, cy + diry * L
     # Carpals.
     for name, onset, cx, cy, sz in _CARPALS:
@@ -412,6 +423,8 @@ def render_hand(bone_age_months: float, sex: str, rng: np.random.Generator | int
             ew = r * H * (0.3 + 0.75 * g)
             spongy += _ellipsoid(X, Y, xc * H, top - 0.035 * H, ew, 0.045 * H * (0.4 + 0.6 * g), depth=ew) * 0.6
             spongy += fuse_rad * _rod(X, Y, xc * H, top - 0.01 * H, top + gap + 0.01 * H, r * H, soft=1) * 0.4
+            # the fused physis leaves a dense scar that fades over the following years
+            spongy += fuse_rad * (1 - _smooth(16.0, 18.5, t)) * _rod(X, Y, xc * H, top + gap - 0.006 * H, top + gap + 0.006 * H, r * H, soft=0.5) * 0.8
     forearm = 0.42 * H * _smooth(wrist_y - 0.1 * H, wrist_y + 0.3 * H, Y)
     palm = _ellipsoid(X, Y, 0.05 * H, wrist_y - 0.2 * H, 0.6 * H, 0.5 * H, depth=0.16 * H)
     soft = np.maximum(soft * 0.5, palm) + np.sqrt(np.clip(forearm**2 - X**2, 0, None)) * 0.6
@@ -436,11 +449,13 @@ READER_SD_MONTHS = 6.0
 MONTH_DAYS = 365.25 / 12
 
 
-def bone_age_sd_months(chron_months: np.ndarray) -> np.ndarray:
-    """SD of true bone age around chronological age in healthy children, rising from about 3 months
-    in infancy to about 11-12 months in adolescence (the shape of the Brush Foundation SDs that
-    Greulich & Pyle tabulate)."""
-    return np.clip(2.5 + 0.055 * np.asarray(chron_months, float), 2.5, 12.0)
+def bone_age_sd_months(chron_months: np.ndarray, sex: str) -> np.ndarray:
+    """SD of true bone age around chronological age in healthy children: the Brush Foundation SDs that
+    Greulich & Pyle tabulate (``kneeage.reference``), under 1 month in early infancy, 9-13 months from
+    school age on."""
+    from .reference import sd_months
+
+    return sd_months(chron_months, sex)
 
 
 def write_dicom(path, stored: np.ndarray, truth: PhantomTruth, *, birth, study, patient_id: str,
@@ -502,7 +517,7 @@ def _write_subject(args) -> tuple[dict, dict]:
     sex = "F" if rng.random() < 0.5 else "M"
     days = int(rng.integers(14, int(18 * 365.25)))
     chron = days / MONTH_DAYS
-    true_ba = float(max(0.0, chron + rng.normal(0, bone_age_sd_months(chron))))
+    true_ba = float(max(0.0, chron + rng.normal(0, bone_age_sd_months(chron, sex))))
     birth = date(2005, 1, 1) + timedelta(days=int(rng.integers(0, 15 * 365)))
     study = birth + timedelta(days=days)
     hand_shift = max(int(rng.integers(-91, 92)), -days + 7)  # days, within ±3 months
@@ -533,8 +548,8 @@ def write_cohort(out, n: int, seed: int = 0, size: int = 512, hands: bool = Fals
                  progress=None, workers: int = 1):
     """Write ``n`` synthetic subjects under ``out``: images/, manifest.csv and truth.csv.
 
-    Chronological ages are uniform over 0-18 years; true bone age = chronological age + N(0, SD(age))
-    (``bone_age_sd_months``); the hand film is taken within ±3 months of the knee film; the reference
+    Chronological ages are uniform over 0-18 years; true bone age = chronological age + N(0, SD(age, sex))
+    (``bone_age_sd_months``: the Brush Foundation SDs); the hand film is taken within ±3 months of the knee film; the reference
     read is the true bone age at the hand film plus reader noise N(0, READER_SD_MONTHS), moved to the
     knee film's date. ``fmt`` is "dicom" (CR, a mix of transfer syntaxes) or "png" (16-bit).
     Returns the manifest as a pandas DataFrame.

@@ -2,12 +2,12 @@
 # Rebuild the bundled synthetic demo model and the replication table (docs/replication.md).
 # Usage: bash models/make_demo.sh WORKDIR MODELDIR RESULTS_JSON
 # Run on a GPU machine (minutes) or a CPU one (hours). Every number it prints is SYNTHETIC.
-# Environment overrides (defaults = the shipped demo): N_HANDS N_TRAIN N_TEST SIZE INPUT BS LR
+# Environment overrides (defaults = the GPU recipe): N_HANDS N_TRAIN N_TEST SIZE INPUT HAND_INPUT BS LR
 # HAND_FOLDS HAND_EPOCHS KNEE_FOLDS KNEE_EPOCHS VAR_FOLDS VAR_EPOCHS; MAIN=0 skips the main model
 # (variants only, e.g. the reduced CPU replication in docs/replication.md).
 set -euo pipefail
 WORK=${1:-runs/demo}; MODEL=${2:-models/demo}; RESULTS=${3:-$WORK/results.json}
-W=${WORKERS:-$(nproc)}; SIZE=${SIZE:-320}; INPUT=${INPUT:-256}; BS=${BS:-128}; LR=${LR:-2e-3}
+W=${WORKERS:-$(nproc)}; SIZE=${SIZE:-320}; INPUT=${INPUT:-256}; HAND_INPUT=${HAND_INPUT:-$INPUT}; BS=${BS:-128}; LR=${LR:-2e-3}
 N_HANDS=${N_HANDS:-2000}; N_TRAIN=${N_TRAIN:-4000}; N_TEST=${N_TEST:-800}
 HAND_FOLDS=${HAND_FOLDS:-3}; HAND_EPOCHS=${HAND_EPOCHS:-50}; KNEE_FOLDS=${KNEE_FOLDS:-5}; KNEE_EPOCHS=${KNEE_EPOCHS:-40}
 VAR_FOLDS=${VAR_FOLDS:-3}; VAR_EPOCHS=${VAR_EPOCHS:-25}; MAIN=${MAIN:-1}
@@ -20,7 +20,7 @@ $K -m kneeage synth --n "$N_TRAIN" --seed 1 --out "$WORK/train" --size $SIZE --h
 $K -m kneeage synth --n "$N_TEST" --seed 2 --out "$WORK/test" --size $SIZE --hands --format png --workers "$W" >/dev/null
 echo "[$(el)s] hand model (hand films of a separate cohort, labels = reference reads)"
 $K -m kneeage train --manifest "$WORK/hands/manifest.csv" --image-column hand_image --body-part hand --folds "$HAND_FOLDS" \
-  --input-size "$INPUT" --epochs "$HAND_EPOCHS" --patience 10 --batch-size $BS --lr $LR --out "$WORK/hand_model" --synthetic-demo --name "synthetic hand model"
+  --input-size "$HAND_INPUT" --epochs "$HAND_EPOCHS" --patience 10 --batch-size $BS --lr $LR --out "$WORK/hand_model" --synthetic-demo --name "synthetic hand model"
 echo "[$(el)s] pseudo-labels from the paired hand films"
 $K -m kneeage pseudolabel --manifest "$WORK/train/manifest.csv" --hand-model "$WORK/hand_model"
 $K -m kneeage pseudolabel --manifest "$WORK/test/manifest.csv" --hand-model "$WORK/hand_model"
@@ -29,8 +29,8 @@ if [ "$MAIN" = 1 ]; then
 echo "[$(el)s] knee demo model: image+sex, hand-initialised, pseudo-labels, $KNEE_FOLDS folds"
 $K -m kneeage train --manifest "$WORK/train/manifest.csv" --label pseudo_bone_age_months --init-from "$WORK/hand_model" \
   --folds "$KNEE_FOLDS" --input-size "$INPUT" --epochs "$KNEE_EPOCHS" --patience 10 --batch-size $BS --lr $LR --out "$MODEL" --synthetic-demo \
-  --name "kneeage synthetic demo (ConvNeXt-zepto, 256 px)" \
-  --training-data "4,000 synthetic knee AP phantoms (kneeage.phantom, seed 1), ages 0-18 y, labelled by a hand model (3 folds) trained on 2,000 synthetic hand films (seed 101)"
+  --name "kneeage synthetic demo (ConvNeXt-zepto, $INPUT px)" \
+  --training-data "$N_TRAIN synthetic knee AP phantoms (kneeage.phantom, seed 1), ages 0-18 y, labelled by a hand model ($HAND_FOLDS folds, $HAND_INPUT px) trained on $N_HANDS synthetic hand films (seed 101)"
 echo "{\"main\": $(ev "$MODEL")" > "$RESULTS.tmp"
 else
 echo "{\"main\": null" > "$RESULTS.tmp"

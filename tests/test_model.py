@@ -83,6 +83,20 @@ def test_pseudolabel_and_init_from_hand(cohort, tiny_model, tmp_path):
     assert card.label_source == "pseudo_bone_age_months"
 
 
+def test_evaluate_cli_records_the_result_in_the_card(cohort, tiny_model, tmp_path):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model[0], model)
+    cmd = [sys.executable, "-m", "kneeage", "evaluate", "--model", str(model), "--manifest", str(cohort / "manifest.csv"),
+           "--truth", str(cohort / "truth.csv"), "--crop", "full", "--record", "16 test phantoms"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    result = json.loads(p.stdout)
+    assert result["n"] == 16 and result["mae_vs_true"] > 0 and result["chron_age_mae_vs_true"] > 0
+    assert load_card(model).results["test_cohorts"] == {"16 test phantoms": result}
+
+
 @pytest.fixture(scope="module")
 def demo():
     return Predictor(ROOT / "models" / "demo", device="cpu")

@@ -95,3 +95,10 @@ def test_cohort_dicoms_load_with_ages_matching_manifest(tmp_path):
     # the reference read differs from the truth by reader noise of about half a year
     diff = man.reference_bone_age_months - truth.true_bone_age_months
     assert diff.abs().max() < 40
+
+
+def test_knee_keeps_maturing_through_adolescence():
+    # capping, narrowing and fusion leave no stretch of bone age in which the physis stops changing
+    dips = [knee_measures(render_knee(y * 12, "F", rng=7, size=384, standard=True).pixels)["physis_dip"]
+            for y in (10.5, 12, 13.5, 15)]
+    assert all(a > b for a, b in zip(dips, dips[1:])), dips
