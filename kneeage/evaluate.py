@@ -15,6 +15,7 @@ import pandas as pd
 
 from .model import load_card, save_card
 from .predict import Predictor
+from .stats import age_band
 from .train import load_training_set
 
 
@@ -64,6 +65,10 @@ def summarise(df: pd.DataFrame, truth: pd.DataFrame | None = None) -> dict:
         x, y = chron - t, est - t
         m = np.isfinite(x) & np.isfinite(y)
         out["pull_toward_chron_age"] = float(np.polyfit(x[m], y[m], 1)[0]) if m.sum() > 2 else None
+        band = age_band(t)  # bands of true bone age
+        out["by_true_bone_age"] = [{"band": str(b), "n": int((band == b).sum()), "mae": _mae(est[band == b], t[band == b]),
+                                    "chron_age_mae": _mae(chron[band == b], t[band == b])}
+                                   for b in band.categories if (band == b).any()]
     return out
 
 

@@ -203,3 +203,21 @@ def radiograph_figure(image01: np.ndarray, height: int = 640) -> go.Figure:
     fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=height, dragmode="zoom",
                       xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
     return fig
+
+
+def error_by_true_age(results: dict[str, dict], title: str = "MAE against true bone age, by true bone age",
+                      note: str | None = DEMO_NOTE) -> go.Figure:
+    """Grouped bars: for each estimate (``kneeage evaluate`` results keyed by name, each with
+    ``by_true_bone_age``) the MAE in each band of true bone age; chronological age (from the first
+    result) as the naive baseline."""
+    fig = go.Figure()
+    first = next(iter(results.values()))
+    series = [(name, r["by_true_bone_age"], "mae") for name, r in results.items()]
+    series.append(("chronological age as the estimate", first["by_true_bone_age"], "chron_age_mae"))
+    for name, bands, key in series:
+        fig.add_trace(go.Bar(x=[f"{b['band']} (n={b['n']})" for b in bands], y=[b[key] for b in bands], name=name,
+                             hovertemplate="%{x}: %{y:.1f} months<extra>" + name + "</extra>"))
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
+    fig = _layout(fig, title, "true bone age", "MAE (months)", note)
+    fig.update_annotations(y=-0.45)
+    return fig.update_layout(margin=dict(b=140), height=480)

@@ -14,17 +14,19 @@ VAR_FOLDS=${VAR_FOLDS:-3}; VAR_EPOCHS=${VAR_EPOCHS:-25}; MAIN=${MAIN:-1}
 K=python3
 START=$(date +%s); el() { echo $(( $(date +%s) - START )); }
 mkdir -p "$WORK"
-echo "[$(el)s] rendering cohorts"
-$K -m kneeage synth --n "$N_HANDS" --seed 101 --out "$WORK/hands" --size $SIZE --hands --format png --workers "$W" >/dev/null
-$K -m kneeage synth --n "$N_TRAIN" --seed 1 --out "$WORK/train" --size $SIZE --hands --format png --workers "$W" >/dev/null
-$K -m kneeage synth --n "$N_TEST" --seed 2 --out "$WORK/test" --size $SIZE --hands --format png --workers "$W" >/dev/null
+echo "[$(el)s] rendering cohorts (a cohort already written is kept: every step below resumes)"
+synth() { [ -f "$WORK/$1/manifest.csv" ] || $K -m kneeage synth --n "$2" --seed "$3" --out "$WORK/$1" --size $SIZE --hands --format png --workers "$W" >/dev/null; }
+synth hands "$N_HANDS" 101
+synth train "$N_TRAIN" 1
+synth test "$N_TEST" 2
 echo "[$(el)s] hand model (hand films of a separate cohort, labels = reference reads)"
 $K -m kneeage train --manifest "$WORK/hands/manifest.csv" --image-column hand_image --body-part hand --folds "$HAND_FOLDS" \
   --input-size "$HAND_INPUT" --epochs "$HAND_EPOCHS" --patience 10 --batch-size $BS --lr $LR --out "$WORK/hand_model" --synthetic-demo --name "synthetic hand model"
 echo "[$(el)s] pseudo-labels from the paired hand films"
 $K -m kneeage pseudolabel --manifest "$WORK/train/manifest.csv" --hand-model "$WORK/hand_model"
 $K -m kneeage pseudolabel --manifest "$WORK/test/manifest.csv" --hand-model "$WORK/hand_model"
-ev() { $K -m kneeage evaluate --model "$1" --manifest "$WORK/test/manifest.csv" --truth "$WORK/test/truth.csv"; }
+ev() { $K -m kneeage evaluate --model "$1" --manifest "$WORK/test/manifest.csv" --truth "$WORK/test/truth.csv" \
+  --cases "$WORK/cases_$(basename "$1").csv" --record "$N_TEST fresh synthetic subjects (kneeage.phantom, seed 2)"; }
 if [ "$MAIN" = 1 ]; then
 echo "[$(el)s] knee demo model: image+sex, hand-initialised, pseudo-labels, $KNEE_FOLDS folds"
 $K -m kneeage train --manifest "$WORK/train/manifest.csv" --label pseudo_bone_age_months --init-from "$WORK/hand_model" \

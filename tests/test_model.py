@@ -94,6 +94,9 @@ def test_evaluate_cli_records_the_result_in_the_card(cohort, tiny_model, tmp_pat
     assert p.returncode == 0, p.stderr[-2000:]
     result = json.loads(p.stdout)
     assert result["n"] == 16 and result["mae_vs_true"] > 0 and result["chron_age_mae_vs_true"] > 0
+    bands = result["by_true_bone_age"]
+    assert sum(b["n"] for b in bands) == 16
+    assert np.isclose(sum(b["n"] * b["mae"] for b in bands) / 16, result["mae_vs_true"])
     assert load_card(model).results["test_cohorts"] == {"16 test phantoms": result}
 
 

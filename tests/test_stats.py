@@ -303,3 +303,7 @@ def test_plots_carry_the_statistics(pefr):
     rows = pd.DataFrame({"label": ["A", "B"], "estimate": [5, 6], "lower": [4, 5], "upper": [6, 8]})
     fo = plots.forest(rows, pooled={"estimate": 5.4, "lower": 4.8, "upper": 6.1})
     assert list(fo.data[0].error_x.array) == [1, 2] and fo.data[1].x[0] == 5.4
+    bands = [{"band": "0-5 y", "n": 3, "mae": 2.0, "chron_age_mae": 4.0}, {"band": "5-10 y", "n": 2, "mae": 3.0, "chron_age_mae": 8.0}]
+    rep = plots.error_by_true_age({"model": {"by_true_bone_age": bands}, "variant": {"by_true_bone_age": bands}})
+    assert [t.name for t in rep.data] == ["model", "variant", "chronological age as the estimate"]
+    assert list(rep.data[0].y) == [2.0, 3.0] and list(rep.data[2].y) == [4.0, 8.0] and rep.data[0].x[1] == "5-10 y (n=2)"
