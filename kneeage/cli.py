@@ -68,6 +68,8 @@ def synth(n, seed, out, size, hands, fmt, workers):
 @click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--patience", type=click.IntRange(1), default=6, show_default=True)
+@click.option("--min-epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="Never stop early before this epoch (a model from scratch can sit on a plateau at first).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -78,8 +80,8 @@ def synth(n, seed, out, size, hands, fmt, workers):
 @click.option("--name", default="kneeage model", show_default=True)
 @click.option("--training-data", default="", help="Free-text description of the training data for the model card.")
 @click.option("--synthetic-demo", is_flag=True, help="Mark the model as trained on synthetic phantoms (shown with its numbers).")
-def train(manifest, out, label_column, image_column, body_part, arch, input_size, folds, epochs, patience, batch_size,
-          lr, seed, crop, no_sex, chron_age, init_from, name, training_data, synthetic_demo):
+def train(manifest, out, label_column, image_column, body_part, arch, input_size, folds, epochs, patience, min_epochs,
+          batch_size, lr, seed, crop, no_sex, chron_age, init_from, name, training_data, synthetic_demo):
     """Train a k-fold ensemble (resumable; runs under torchrun with DDP)."""
     from .model import ModelConfig
     from .train import TrainSettings
@@ -87,7 +89,7 @@ def train(manifest, out, label_column, image_column, body_part, arch, input_size
 
     cfg = ModelConfig(arch=arch, input_size=input_size, use_sex=not no_sex, use_chron_age=chron_age, body_part=body_part)
     st = TrainSettings(label_column=label_column, image_column=image_column, folds=folds, epochs=epochs,
-                       patience=patience, batch_size=batch_size, lr=lr, seed=seed, crop=crop, init_from=init_from,
+                       patience=patience, min_epochs=min_epochs, batch_size=batch_size, lr=lr, seed=seed, crop=crop, init_from=init_from,
                        training_data=training_data, synthetic_demo=synthetic_demo)
     card = _guard(lambda: run_train(manifest, out, cfg, st, name=name, log=lambda m: click.echo(m, err=True)))
     if card is not None:

@@ -36,6 +36,7 @@ class TrainSettings:
     folds: int = 5
     epochs: int = 30
     patience: int = 6
+    min_epochs: int = 0  # early stopping only from this epoch on
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -211,7 +212,7 @@ def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_id
             resume.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
                         "best": best, "best_state": best_state, "bad": bad, "history": history}, resume)
-        if bad >= st.patience:
+        if bad >= st.patience and epoch + 1 >= st.min_epochs:
             log(f"fold {fold}: early stop after epoch {epoch + 1} (best val MAE {best:.2f})")
             break
     model.load_state_dict(best_state)

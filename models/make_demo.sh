@@ -19,9 +19,16 @@ synth() { [ -f "$WORK/$1/manifest.csv" ] || $K -m kneeage synth --n "$2" --seed 
 synth hands "$N_HANDS" 101
 synth train "$N_TRAIN" 1
 synth test "$N_TEST" 2
+# fit OUT EPOCHS ARGS...: train unless OUT is complete; never stop early in the first half (a model from
+# scratch can sit on a plateau for many epochs before it takes off).
+fit() {
+  local out=$1 epochs=$2; shift 2
+  if [ -f "$out/model_card.json" ]; then echo "$out: already trained"; return; fi
+  $K -m kneeage train --out "$out" --epochs "$epochs" --min-epochs $((epochs / 2)) --batch-size "$BS" --lr "$LR" --synthetic-demo "$@"
+}
 echo "[$(el)s] hand model (hand films of a separate cohort, labels = reference reads)"
-$K -m kneeage train --manifest "$WORK/hands/manifest.csv" --image-column hand_image --body-part hand --folds "$HAND_FOLDS" \
-  --input-size "$HAND_INPUT" --epochs "$HAND_EPOCHS" --patience 10 --batch-size $BS --lr $LR --out "$WORK/hand_model" --synthetic-demo --name "synthetic hand model"
+fit "$WORK/hand_model" "$HAND_EPOCHS" --manifest "$WORK/hands/manifest.csv" --image-column hand_image --body-part hand \
+  --folds "$HAND_FOLDS" --input-size "$HAND_INPUT" --patience 10 --name "synthetic hand model"
 echo "[$(el)s] pseudo-labels from the paired hand films"
 $K -m kneeage pseudolabel --manifest "$WORK/train/manifest.csv" --hand-model "$WORK/hand_model"
 $K -m kneeage pseudolabel --manifest "$WORK/test/manifest.csv" --hand-model "$WORK/hand_model"
@@ -29,9 +36,8 @@ ev() { $K -m kneeage evaluate --model "$1" --manifest "$WORK/test/manifest.csv" 
   --cases "$WORK/cases_$(basename "$1").csv" --record "$N_TEST fresh synthetic subjects (kneeage.phantom, seed 2)"; }
 if [ "$MAIN" = 1 ]; then
 echo "[$(el)s] knee demo model: image+sex, hand-initialised, pseudo-labels, $KNEE_FOLDS folds"
-$K -m kneeage train --manifest "$WORK/train/manifest.csv" --label pseudo_bone_age_months --init-from "$WORK/hand_model" \
-  --folds "$KNEE_FOLDS" --input-size "$INPUT" --epochs "$KNEE_EPOCHS" --patience 10 --batch-size $BS --lr $LR --out "$MODEL" --synthetic-demo \
-  --name "kneeage synthetic demo (ConvNeXt-zepto, $INPUT px)" \
+fit "$MODEL" "$KNEE_EPOCHS" --manifest "$WORK/train/manifest.csv" --label pseudo_bone_age_months --init-from "$WORK/hand_model" \
+  --folds "$KNEE_FOLDS" --input-size "$INPUT" --patience 10 --name "kneeage synthetic demo (ConvNeXt-zepto, $INPUT px)" \
   --training-data "$N_TRAIN synthetic knee AP phantoms (kneeage.phantom, seed 1), ages 0-18 y, labelled by a hand model ($HAND_FOLDS folds, $HAND_INPUT px) trained on $N_HANDS synthetic hand films (seed 101)"
 echo "{\"main\": $(ev "$MODEL")" > "$RESULTS.tmp"
 else
@@ -41,9 +47,8 @@ echo "[$(el)s] variants ($VAR_FOLDS folds, $VAR_EPOCHS epochs each)"
 variant() { # name, extra train args
   local name=$1; shift
   if [ "$(el)" -gt "${VARIANT_DEADLINE:-100000}" ]; then echo "skip $name (time)"; return; fi
-  $K -m kneeage train --manifest "$WORK/train/manifest.csv" --folds "$VAR_FOLDS" --input-size "$INPUT" \
-    --epochs "$VAR_EPOCHS" --patience 8 --batch-size $BS --lr $LR \
-    --out "$WORK/v_$name" --synthetic-demo "$@" >/dev/null
+  fit "$WORK/v_$name" "$VAR_EPOCHS" --manifest "$WORK/train/manifest.csv" --folds "$VAR_FOLDS" --input-size "$INPUT" \
+    --patience 8 "$@" >/dev/null
   echo ", \"$name\": $(ev "$WORK/v_$name")" >> "$RESULTS.tmp"
   echo "[$(el)s] variant $name done"
 }

@@ -51,6 +51,12 @@ def test_tiny_model_loss_falls_and_card_is_complete(tiny_model):
     assert sorted(p.name for p in out.iterdir()) == ["fold_0.safetensors", "fold_1.safetensors", "model_card.json"]
 
 
+def test_no_early_stop_before_min_epochs(cohort, tmp_path):
+    st = TrainSettings(folds=2, epochs=4, patience=1, min_epochs=4, batch_size=8, lr=0.5, crop="full")  # lr: val MAE jumps about
+    card = train(cohort / "manifest.csv", tmp_path / "m", ModelConfig(**TINY), st, log=lambda m: None)
+    assert [fm["epochs_run"] for fm in card.fold_metrics] == [4, 4]
+
+
 def test_saved_model_reloads_to_identical_predictions(tiny_model):
     out, _ = tiny_model
     img = render_knee(100, "F", rng=1, size=96).pixels
