@@ -216,8 +216,9 @@ def error_by_true_age(results: dict[str, dict], title: str = "MAE against true b
     series.append(("chronological age as the estimate", first["by_true_bone_age"], "chron_age_mae"))
     for name, bands, key in series:
         fig.add_trace(go.Bar(x=[f"{b['band']} (n={b['n']})" for b in bands], y=[b[key] for b in bands], name=name,
+                             marker_color="#999" if key == "chron_age_mae" else None,
                              hovertemplate="%{x}: %{y:.1f} months<extra>" + name + "</extra>"))
-    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2))
     fig = _layout(fig, title, "true bone age", "MAE (months)", note)
-    fig.update_annotations(y=-0.45)
-    return fig.update_layout(margin=dict(b=140), height=480)
+    fig.update_annotations(y=-0.55)
+    return fig.update_layout(margin=dict(b=170), height=520)

@@ -9,7 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kneeage.plots import error_by_true_age
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, when run as a script
+from kneeage.plots import error_by_true_age  # noqa: E402
 
 NAMES = {"main": "demo model (image + sex, hand-initialised)", "sex_scratch": "image + sex, from scratch",
          "sex_hand_init": "image + sex, hand-initialised (matched)", "image_only": "image only",
@@ -23,10 +24,10 @@ def main(results_json: str, png: str) -> None:
     fig = error_by_true_age({NAMES.get(k, k): v for k, v in res.items() if isinstance(v, dict) and "by_true_bone_age" in v})
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         html = Path(tmp) / "figure.html"
-        fig.write_html(html, include_plotlyjs=True, full_html=True, default_width=1100, default_height=480)
+        fig.write_html(html, include_plotlyjs=True, full_html=True, default_width=1100, default_height=520)
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
-        page = browser.new_page(viewport={"width": 1140, "height": 520})
+        page = browser.new_page(viewport={"width": 1140, "height": 560})
         page.goto(html.as_uri())
         page.wait_for_selector(".main-svg")
         page.screenshot(path=png, full_page=True)

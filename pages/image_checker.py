@@ -22,6 +22,6 @@ for f in files or []:
     with st.container(border=True):
         left, mid, right = st.columns([1, 1, 1])
         left.image(to_uint8(r.pixels, 512), caption=f"{r.name} — {r.shape[1]}×{r.shape[0]} px, bone bright", clamp=True)
-        mid.image(to_uint8(to_input(r.pixels, 256, "auto")), caption="As the model sees it (automatic crop, 256 px)", clamp=True)
+        mid.image(to_uint8(to_input(r.pixels, 256, "auto")), caption="Automatic crop, as the model gets it (shown at 256 px)", clamp=True)
         right.success(f"{r.name}: decoded as {r.format}.", icon=":material/check_circle:")
         right.json(r.metadata(), expanded=True)

@@ -33,7 +33,7 @@ def test_demo_cases_carry_sex_and_age_in_the_header(demo):
 def test_analyse_gives_bone_age_sds_and_flags(predictor, demo):
     res, x = case.analyse(predictor, demo, demo.sex, demo.chronological_age_months)
     p = res.prediction
-    assert x.shape == (256, 256) and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (predictor.input_size,) * 2 and 0 <= x.min() and x.max() <= 1
     assert p.interval_months[0] < p.bone_age_months < p.interval_months[1]
     assert res.sds is not None and res.sds.sds == pytest.approx(
         (p.bone_age_months - res.chronological_age_months) / res.sds.sd_months)
@@ -66,7 +66,7 @@ def test_saliency_overlay(predictor, demo):
     res, x = case.analyse(predictor, demo, "F", 146)
     for method in case.SALIENCY_METHODS:
         over = case.saliency_overlay(predictor, x, "F", method, 0.6)
-        assert over.shape == (256, 256, 3) and over.dtype == np.uint8
+        assert over.shape == (predictor.input_size, predictor.input_size, 3) and over.dtype == np.uint8
     plain = case.saliency_overlay(predictor, x, "F", "gradient", 0.0)
     assert np.array_equal(plain[..., 0], plain[..., 1])  # opacity 0: the grey input only
     with pytest.raises(InputError, match="opacity"):

@@ -4,6 +4,7 @@ import os
 
 from playwright.sync_api import expect
 
+from kneeage.model import load_card
 from kneeage.phantom import demo_case_dicom
 from tests.conftest import ROOT
 
@@ -21,7 +22,7 @@ def test_upload_a_dicom_and_see_bone_age_and_overlay(page, tmp_path):
     assert value.endswith("mo") and " y " in value
     overlay = page.get_by_test_id("stImage").last.locator("img")
     expect(overlay).to_be_visible()
-    assert overlay.evaluate("img => img.naturalWidth") == 256
+    assert overlay.evaluate("img => img.naturalWidth") == load_card(ROOT / "models" / "demo").config.input_size
     expect(page.get_by_text("Download report (HTML)")).to_be_visible()
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0)  # the script run has finished
     shot = ROOT / "docs" / "img" / "single_case.png" if os.environ.get("KNEEAGE_SCREENSHOTS") else tmp_path / "s.png"
