@@ -57,8 +57,8 @@ class SDSResult:
     def sentence(self) -> str:
         d = self.difference_months
         way = "ahead of" if d > 0 else "behind"
-        months = f"{abs(d):.0f} month" + ("" if f"{abs(d):.0f}" == "1" else "s")
-        return (f"Bone age is {months} {way} chronological age, SDS {self.sds:+.2f} "
+        n = round(abs(d))
+        return (f"Bone age is {n} month{'' if n == 1 else 's'} {way} chronological age, SDS {self.sds:+.2f} "
                 f"({self.category}; ±2 SD, {self.source}).")
 
 
