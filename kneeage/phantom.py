@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from .reference import sd_months
+
 BOY_TEMPO = 15.0 / 17.0
 EVENT_JITTER_Y = 0.35
 MU_SOFT = 0.021  # 1/mm, soft tissue at a diagnostic knee spectrum (order of magnitude)
@@ -453,8 +455,6 @@ def bone_age_sd_months(chron_months: np.ndarray, sex: str) -> np.ndarray:
     """SD of true bone age around chronological age in healthy children: the Brush Foundation SDs that
     Greulich & Pyle tabulate (``kneeage.reference``), under 1 month in early infancy, 9-13 months from
     school age on."""
-    from .reference import sd_months
-
     return sd_months(chron_months, sex)
 
 
