@@ -210,10 +210,10 @@ def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_id
             bad += 1
         if rank == 0:
             resume.parent.mkdir(parents=True, exist_ok=True)
-            partial = resume.with_suffix(".partial")  # written whole, then renamed: a kill mid-save keeps the last one
+            tmp = resume.with_suffix(".tmp")  # written whole, then renamed: a kill mid-save keeps the last one
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-                        "best": best, "best_state": best_state, "bad": bad, "history": history}, partial)
-            os.replace(partial, resume)
+                        "best": best, "best_state": best_state, "bad": bad, "history": history}, tmp)
+            tmp.replace(resume)
         if bad >= st.patience and epoch + 1 >= st.min_epochs:
             log(f"fold {fold}: early stop after epoch {epoch + 1} (best val MAE {best:.2f})")
             break
