@@ -61,6 +61,19 @@ class CaseResult:
         return out
 
 
+def header_age(radiograph: Radiograph) -> tuple[float | None, str | None]:
+    """The header's chronological age if it lies in 0-240 months, else ``None`` and a sentence saying why,
+    so a page can leave the age field empty for the user to type instead of failing on a wrong birth date."""
+    v = radiograph.chronological_age_months
+    if v is None:
+        return None, None
+    if not (np.isfinite(v) and 0 <= v <= reference.MAX_AGE_MONTHS):
+        return None, (f"{radiograph.name}: the header gives a chronological age of {v:.1f} months ({v / 12:.1f} years), "
+                      f"outside the 0-{reference.MAX_AGE_MONTHS:.0f} months this tool covers; check the birth and "
+                      "study dates and type the age, or leave it empty.")
+    return round(float(v), 1), None
+
+
 def default_box(radiograph: Radiograph) -> tuple[int, int, int, int]:
     return auto_box(radiograph.pixels)
 
@@ -82,12 +95,13 @@ def analyse(predictor: Predictor, radiograph: Radiograph, sex: str, chronologica
     chron = chronological_age_months
     if chron is not None and (isinstance(chron, float) and math.isnan(chron)):
         chron = None
-    if chron is not None and not 0 <= chron <= 240:
-        raise InputError(f"{radiograph.name}: chronological age {chron:.0f} months is outside 0-240 months.")
+    if chron is not None and not 0 <= chron <= reference.MAX_AGE_MONTHS:
+        raise InputError(f"{radiograph.name}: chronological age {chron:.0f} months is outside "
+                         f"0-{reference.MAX_AGE_MONTHS:.0f} months.")
     b = check_box(box, radiograph)
-    x = predictor.prepare(radiograph.pixels, b)
+    x = predictor.prepare(radiograph.pixels, b, radiograph.pixel_spacing_mm)
     pred = predictor.predict_many([x], [sex], [chron], [radiograph.body_part])[0]
-    sds = reference.bone_age_sds(min(max(pred.bone_age_months, 0), 240), chron, sex) if chron is not None else None
+    sds = reference.bone_age_sds(min(max(pred.bone_age_months, 0), reference.MAX_AGE_MONTHS), chron, sex) if chron is not None else None
     return CaseResult(radiograph.name, sex, chron, b, pred, sds), x
 
 

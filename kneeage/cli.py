@@ -186,8 +186,11 @@ def evaluate(model_dir, manifest, truth, crop, cases, record):
 
 @main.command()
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True)
-@click.option("--images", type=click.Path(exists=True), required=True, help="Images folder or a zip archive.")
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Model directory (default: the bundled demo).")
+@click.option("--images", type=click.Path(exists=True), help="Images folder or a zip archive (not with --predictions).")
+@click.option("--predictions", is_flag=True,
+              help="No images: validate the manifest's prediction columns (predicted_bone_age_months, <method>_bone_age_months).")
+@click.option("--model", "model_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Model directory (kneeage or imported; repeat to run and compare several; default: the bundled demo).")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite database (default: studies/kneeage.db).")
 @click.option("--site", default="site", show_default=True)
@@ -195,23 +198,34 @@ def evaluate(model_dir, manifest, truth, crop, cases, record):
 @click.option("--batch", default=8, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="Image-decoding threads.")
 @click.option("--identifying", is_flag=True, help="Opt in: keep identifying manifest columns in the database.")
-def validate(manifest, images, model_dir, out, db, site, name, batch, workers, identifying):
-    """Validate a model on a cohort: dry-run check, resumable batch run, results and exports."""
+def validate(manifest, images, predictions, model_dirs, out, db, site, name, batch, workers, identifying):
+    """Validate one or more models on a cohort: dry-run check, resumable batch run, results and exports.
+    Several models (or prediction columns) are also compared pairwise (comparison.csv/.json/.html)."""
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from . import plots, report, validation
+    from . import predictions as prediction_columns
+    from . import validation
     from .cohort import FolderSource, ZipSource, check_cohort, read_manifest
     from .predict import DEFAULT_MODEL_DIR, Predictor
     from .store import Store
 
-    pred = _guard(lambda: Predictor(model_dir or DEFAULT_MODEL_DIR))
-    source = _guard(lambda: ZipSource(images) if Path(images).is_file() else FolderSource(images))
-    df = _guard(lambda: read_manifest(manifest, Path(manifest).name))
-    with tqdm(total=len(df), desc="checking", unit="case", file=sys.stderr) as bar:
-        check = _guard(lambda: check_cohort(df, source, workers, progress=lambda k, n: bar.update(k - bar.n),
-                                            input_size=pred.input_size, opt_in_identifying=identifying))
+    if predictions == bool(images):
+        click.echo("error: give --images (to run models) or --predictions (predictions made elsewhere), one of them.", err=True)
+        sys.exit(2)
+    if predictions and model_dirs:
+        click.echo("error: --model needs images; a --predictions cohort is validated on its prediction columns.", err=True)
+        sys.exit(2)
+    if predictions:
+        check = _guard(lambda: prediction_columns.check_predictions(Path(manifest).read_bytes(), Path(manifest).name))
+    else:
+        preds = [_guard(lambda d=d: Predictor(d)) for d in (model_dirs or [DEFAULT_MODEL_DIR])]
+        source = _guard(lambda: ZipSource(images) if Path(images).is_file() else FolderSource(images))
+        df = _guard(lambda: read_manifest(manifest, Path(manifest).name))
+        with tqdm(total=len(df), desc="checking", unit="case", file=sys.stderr) as bar:
+            check = _guard(lambda: check_cohort(df, source, workers, progress=lambda k, n: bar.update(k - bar.n),
+                                                input_size=preds[0].input_size, opt_in_identifying=identifying))
     s = check.summary
     click.echo(f"dry run: {s['rows']} rows, {s['usable']} usable, {s['errors']} errors, {s['warnings']} warnings; "
                f"sexes {s['sexes']}; ages {s['age_range_months']} months", err=True)
@@ -223,15 +237,91 @@ def validate(manifest, images, model_dir, out, db, site, name, batch, workers, i
         click.echo("error: no usable cases.", err=True)
         sys.exit(2)
     store = Store(db)
-    cohort_id = validation.ingest(store, check, name or Path(manifest).stem, site, source, identifying)
-    with tqdm(total=s["usable"], desc="predicting", unit="case", file=sys.stderr) as bar:
-        run_id = _guard(lambda: validation.run_model(store, cohort_id, pred, source, batch, workers, check.inputs,
-                                                     progress=lambda k, n: bar.update(k - bar.n)))
-    cases, summary, meta = _guard(lambda: validation.results_for(store, run_id))
-    note = plots.DEMO_NOTE if meta["synthetic_demo"] else None
-    paths = report.write_validation(out, cases, summary, meta, plots.validation_figures(cases, summary, note))
-    click.echo(json.dumps({k: summary.get(k) for k in ("n", "mae", "rmse", "bias", "loa_lower", "loa_upper")}))
-    click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
+    cohort_name = name or Path(manifest).stem
+    if predictions:
+        cohort_id, run_ids = _guard(lambda: prediction_columns.ingest(store, check, cohort_name, site, Path(manifest).name))
+    else:
+        cohort_id = validation.ingest(store, check, cohort_name, site, source, identifying)
+        run_ids = []
+        for pred in preds:
+            with tqdm(total=s["usable"], desc=f"predicting ({pred.card.name})", unit="case", file=sys.stderr) as bar:
+                run_ids.append(_guard(lambda: validation.run_model(store, cohort_id, pred, source, batch, workers, check.inputs,
+                                                                   progress=lambda k, n: bar.update(k - bar.n))))
+    _write_runs(store, run_ids, Path(out))
+
+
+def _write_runs(store, run_ids: list[str], out) -> None:
+    """Exports of each run (into OUT, or OUT/<n>-<model> when there are several) and, for several, their comparison."""
+    import re
+
+    from . import compare, plots, report, validation
+
+    several = len(run_ids) > 1
+    demo = False
+    for k, rid in enumerate(run_ids, 1):
+        cases, summary, meta = _guard(lambda: validation.results_for(store, rid))
+        demo |= meta["synthetic_demo"]
+        note = plots.DEMO_NOTE if meta["synthetic_demo"] else None
+        where = out / f"{k}-{re.sub(r'[^A-Za-z0-9]+', '-', meta['model_name']).strip('-')[:40]}" if several else out
+        paths = report.write_validation(where, cases, summary, meta, plots.validation_figures(cases, summary, note))
+        click.echo(json.dumps({"model": meta["model_name"], "source": meta["prediction_source"]}
+                              | {k2: summary.get(k2) for k2 in ("n", "mae", "rmse", "bias", "loa_lower", "loa_upper")}))
+        click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
+    if several:
+        cmp = _guard(lambda: compare.compare_models(store, run_ids))
+        for fname, data in compare.exports(cmp, plots.DEMO_NOTE if demo else None).items():
+            (out / fname).write_bytes(data)
+        for r in cmp.table.to_dict("records"):
+            click.echo(json.dumps({"compare": f"{r['model_a']} vs {r['model_b']}", "n": r["n"],
+                                   "mae_difference": r["mae_difference"],
+                                   "ci": [r["mae_difference_lower"], r["mae_difference_upper"]], "kappa": r["kappa"]}))
+        click.echo(f"wrote {out / 'comparison.csv'}, {out / 'comparison.html'}", err=True)
+
+
+@main.command("compare")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite database (default: studies/kneeage.db).")
+def compare_cmd(run_ids, out, db):
+    """Compare stored runs of one cohort pairwise (MAE difference, Bland-Altman, delayed/normal/advanced)."""
+    from pathlib import Path
+
+    from . import compare
+    from .store import Store
+
+    cmp = _guard(lambda: compare.compare_models(Store(db), list(run_ids)))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for fname, data in compare.exports(cmp).items():
+        (Path(out) / fname).write_bytes(data)
+    click.echo(cmp.table.drop(columns=["note"]).to_csv(index=False), nl=False)
+
+
+@main.command("import-model")
+@click.argument("model_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--card", "card_file", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="The declarative card (TOML; docs/models.md).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Model directory to write, e.g. models/NAME.")
+@click.option("--test-image", type=click.Path(exists=True, dir_okay=False), help="A real radiograph to try the model on.")
+def import_model_cmd(model_file, card_file, out, test_image):
+    """Import an ONNX (.onnx) or TorchScript (.pt) bone-age model with its card, after checking it runs as declared."""
+    from .imported import import_model
+
+    card = _guard(lambda: import_model(model_file, card_file, out, test_image))
+    check = card.imported["check"]
+    click.echo(json.dumps({"model_dir": out, "name": card.name, "format": card.imported["format"],
+                           "sha256": card.imported["sha256"], "phantom_outputs_months": check["phantom_outputs_months"]}))
+
+
+@main.command("export-model")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), required=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="File to write (default: ./<model>.onnx or .pt); the card goes beside it (.toml).")
+def export_model_cmd(model_dir, fmt, out):
+    """Write a kneeage model (all folds, flip averaging, sex input) as one portable file plus its card."""
+    from .export import export_model
+
+    path, card = _guard(lambda: export_model(model_dir, fmt, out))
+    click.echo(json.dumps({"file": str(path), "card": str(card)}))
 
 
 @main.command()
@@ -250,6 +340,17 @@ def pool(bundles, out):
     plots.pooling_figure(result).write_html(Path(out) / "forest.html", include_plotlyjs=True)
     p = result["pooled"]
     click.echo(json.dumps({"n_sites": result["n_sites"], "n": p["n"], "mae": p["mae"], "bias": p["bias"]}))
+
+
+@main.command("pi-password")
+def pi_password():
+    """Set (or change) the PI password on the server, typed twice without echo."""
+    from . import access
+
+    current = click.prompt("Current PI password", hide_input=True) if access.pi_configured() else None
+    new = click.prompt("New PI password (at least 10 characters)", hide_input=True, confirmation_prompt=True)
+    _guard(lambda: access.set_pi_password(new, current))
+    click.echo("The PI password is set; only its hash is stored.")
 
 
 @main.group()
@@ -288,6 +389,31 @@ def study_invite(study_id, names, db):
         click.echo(f"{n}\t{readerstudy.invite(store, study_id, n)}")
 
 
+@study.command("revoke")
+@click.argument("study_id")
+@click.argument("reader_id")
+@click.option("--db", type=click.Path(dir_okay=False))
+def study_revoke(study_id, reader_id, db):
+    """Withdraw a reader's code; an open reading session stops at its next request. Answers are kept."""
+    from . import readerstudy
+    from .store import Store
+
+    _guard(lambda: readerstudy.revoke(Store(db), study_id, reader_id))
+    click.echo(f"withdrew the code of reader {reader_id.upper()}")
+
+
+@study.command("reissue")
+@click.argument("study_id")
+@click.argument("reader_id")
+@click.option("--db", type=click.Path(dir_okay=False))
+def study_reissue(study_id, reader_id, db):
+    """Print a new code for the same reader and worklist; the old code stops working."""
+    from . import readerstudy
+    from .store import Store
+
+    click.echo(_guard(lambda: readerstudy.reissue(Store(db), study_id, reader_id)))
+
+
 @study.command("status")
 @click.argument("study_id")
 @click.option("--db", type=click.Path(dir_okay=False))
@@ -319,6 +445,76 @@ def study_export(study_id, out, db):
     for name, data in files.items():
         (Path(out) / name).write_bytes(data)
     click.echo(f"wrote {', '.join(files)} to {out}")
+
+
+@study.command("plan")
+@click.option("--effect", type=float, required=True, help="Difference in MAE (months) between the arms to detect.")
+@click.option("--from-study", "pilot_study", help="Take the pilot variance components from this study's reads.")
+@click.option("--var-tr", type=float, help="Pilot σ²_TR (reader × condition variance).")
+@click.option("--var-error", type=float, help="Pilot error variance Var.")
+@click.option("--cov1", type=float)
+@click.option("--cov2", type=float)
+@click.option("--cov3", type=float)
+@click.option("--pilot-cases", type=click.IntRange(2), help="Number of cases in the pilot.")
+@click.option("--readers", "reader_range", default="3-15", show_default=True, help="Numbers of readers, MIN-MAX.")
+@click.option("--power", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.8, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
+@click.option("--analysis", type=click.Choice(["RRRC", "FRRC", "RRFC"]), default="RRRC", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per number of readers.")
+@click.option("--db", type=click.Path(dir_okay=False))
+def study_plan(effect, pilot_study, var_tr, var_error, cov1, cov2, cov3, pilot_cases, reader_range, power, alpha,
+               analysis, as_json, db):
+    """Readers × cases needed to detect an MAE difference (Hillis-Obuchowski power for ORH)."""
+    from . import planning, readerstudy
+    from .store import Store
+
+    if pilot_study:
+        comps = _guard(lambda: planning.pilot_from_reads(readerstudy.reads_table(Store(db), pilot_study)))
+        comps.pop("observed_difference")
+    else:
+        given = dict(var_reader_condition=var_tr, var_error=var_error, cov1=cov1, cov2=cov2, cov3=cov3, pilot_cases=pilot_cases)
+        if any(v is None for v in given.values()):
+            click.echo("error: give --from-study, or all of --var-tr --var-error --cov1 --cov2 --cov3 --pilot-cases.", err=True)
+            sys.exit(2)
+        comps = given
+    lo, _, hi = reader_range.partition("-")
+    if not (lo.isdigit() and (hi or lo).isdigit()) or not 2 <= int(lo) <= int(hi or lo):
+        click.echo(f"error: --readers must be MIN-MAX with MIN ≥ 2, got {reader_range!r}.", err=True)
+        sys.exit(2)
+    table = _guard(lambda: planning.plan_reader_study(effect, readers=range(int(lo), int(hi or lo) + 1), power=power,
+                                                      alpha=alpha, analysis=analysis, **comps))
+    click.echo(f"assumes: the pilot's variance components ({json.dumps({k: round(v, 6) for k, v in comps.items()})}) hold "
+               f"for the new study, with error variance and covariances scaled by pilot cases / cases; {analysis} ORH "
+               f"test of 2 arms at alpha {alpha}; target power {power}.", err=True)
+    for r in table.to_dict("records"):
+        cases = None if r["cases"] is None or r["cases"] != r["cases"] else int(r["cases"])
+        click.echo(json.dumps({"readers": r["readers"], "cases": cases, "power": r["power"]}) if as_json
+                   else f"{r['readers']} readers: {cases if cases else 'more than 5000'} cases (power {r['power']:.3f})")
+
+
+@main.command("plan-cohort")
+@click.option("--mae", type=float, required=True, help="Anticipated MAE of the model (months).")
+@click.option("--mae-half-width", type=float, required=True, help="Wanted 95% CI half-width of the MAE (months).")
+@click.option("--sd-error", type=float, required=True, help="Anticipated SD of model − reference (months).")
+@click.option("--loa-half-width", type=float, required=True, help="Wanted CI half-width of each limit of agreement (months).")
+@click.option("--sd-reference", type=float, required=True, help="SD of the reference bone ages in the cohort (months).")
+@click.option("--bias-width", type=float, help="Wanted CI width of the bias (months; default 2 × MAE half-width).")
+@click.option("--slope", type=float, default=1.0, show_default=True, help="Anticipated calibration slope.")
+@click.option("--slope-width", type=float, default=0.2, show_default=True, help="Wanted CI width of the calibration slope.")
+@click.option("--mmoe", type=float, default=1.1, show_default=True, help="Multiplicative margin of error of the residual variance.")
+@click.option("--json", "as_json", is_flag=True)
+def plan_cohort(mae, mae_half_width, sd_error, loa_half_width, sd_reference, bias_width, slope, slope_width, mmoe, as_json):
+    """Cases a validation cohort needs: MAE and limits-of-agreement precision, Archer/Riley (2021) criteria."""
+    from . import planning
+
+    t = _guard(lambda: planning.plan_cohort(mae=mae, mae_half_width=mae_half_width, sd_error=sd_error,
+                                            loa_half_width=loa_half_width, sd_reference=sd_reference, bias_width=bias_width,
+                                            slope=slope, slope_width=slope_width, max_mmoe=mmoe))
+    for r in t.to_dict("records"):
+        click.echo(json.dumps(r) if as_json else f"{r['criterion']}: {r['n']} cases — {r['target']}; assumes {r['assumption']} "
+                   f"({r['reference']})")
+    if not as_json:
+        click.echo(f"the cohort needs {int(t.n.max())} cases (the largest of these).")
 
 
 @main.command()

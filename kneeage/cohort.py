@@ -37,8 +37,8 @@ from .config import check_upload, limit
 from .errors import InputError, KneeageError
 from .imaging import age_months, load_radiograph
 from .preprocess import parse_box, to_input
+from .reference import MAX_AGE_MONTHS
 
-MAX_AGE_MONTHS = 240.0
 IDENTIFYING = {"patient_name", "name", "patient_id", "mrn", "accession", "accession_number", "birth_date",
                "date_of_birth", "dob", "study_date", "exam_date", "patient_birth_date", "address", "phone"}
 _ALIASES = {"case": "case_id", "id": "case_id", "image_file": "image", "file": "image", "filename": "image",
@@ -50,17 +50,33 @@ _ALIASES = {"case": "case_id", "id": "case_id", "image_file": "image", "file": "
 
 
 class ImageSource:
-    """Where the manifest's image files live. ``read(name)`` returns the bytes or raises KneeageError;
-    ``spec`` ("folder:PATH" / "zip:PATH") lets a later process open the same source to resume a run."""
+    """Where the manifest's image files live. ``problem(name)`` says why a file cannot be read (None when it
+    can); ``read(name)`` returns the bytes or raises InputError with that reason; ``spec`` ("folder:PATH" /
+    "zip:PATH") lets a later process open the same source to resume a run."""
 
     label = ""
     spec: str | None = None
 
-    def read(self, name: str) -> bytes:
+    def problem(self, name: str) -> str | None:
         raise NotImplementedError
 
-    def exists(self, name: str) -> bool:
+    def _read(self, name: str, cap: int) -> bytes:
         raise NotImplementedError
+
+    def read(self, name: str) -> bytes:
+        why = self.problem(name)
+        if why:
+            raise InputError(f"{name} {why}.")
+        cap = int(limit("max_member_mb") * 2**20)
+        data = self._read(name, cap)  # at most cap + 1 bytes, whatever the header claims
+        if len(data) > cap:
+            raise InputError(f"{name} {_too_big(cap + 1)}.")
+        return data
+
+
+def _too_big(size: int) -> str:
+    return (f"is refused: it unpacks to {size / 2**20:.0f} MB or more, over the limit of {limit('max_member_mb'):g} MB "
+            "for one image (KNEEAGE_MAX_MEMBER_MB)")
 
 
 def _clean_member(name: str) -> str | None:
@@ -79,36 +95,40 @@ class FolderSource(ImageSource):
         self.label = str(self.root)
         self.spec = f"folder:{self.root}"
 
-    def _path(self, name: str) -> Path:
+    def problem(self, name: str) -> str | None:
         rel = _clean_member(name)
         if rel is None:
-            raise InputError(f"{name}: the image path leaves the images folder.")
+            return "is refused: its path leaves the images folder"
         p = (self.root / rel).resolve()
         if self.root not in p.parents:
-            raise InputError(f"{name}: the image path leaves the images folder (through a link).")
-        return p
-
-    def exists(self, name: str) -> bool:
+            return "is refused: its path leaves the images folder (through a link)"
         try:
-            return self._path(name).is_file()
-        except KneeageError:
-            return False
+            st = p.stat()
+        except OSError:
+            return f"is not in {self.label}"
+        if not stat.S_ISREG(st.st_mode):
+            return "is refused: it is not a regular file (a folder, pipe or device)"
+        if st.st_size > limit("max_member_mb") * 2**20:
+            return _too_big(st.st_size)
+        return None
 
-    def read(self, name: str) -> bytes:
-        return self._path(name).read_bytes()
+    def _read(self, name: str, cap: int) -> bytes:
+        with open(self.root / _clean_member(name), "rb") as f:
+            return f.read(cap + 1)
 
 
 class ZipSource(ImageSource):
-    """Images inside a zip archive, refusing traversal, links, nested archives and zip bombs."""
+    """Images inside a zip archive, refusing traversal, links, nested archives and zip bombs. A zip on disk
+    is read member by member, never loaded whole."""
 
     def __init__(self, data: bytes | str | Path, label: str = "upload.zip"):
         self.path = None
         if isinstance(data, (str, Path)):
             self.path = Path(data).resolve()
-            label, data = Path(data).name, Path(data).read_bytes()
+            label = Path(data).name
         self.label = label
         try:
-            self.zf = zipfile.ZipFile(io.BytesIO(data))
+            self.zf = zipfile.ZipFile(self.path or io.BytesIO(data))
             infos = self.zf.infolist()
         except (zipfile.BadZipFile, OSError, ValueError) as e:
             raise InputError(f"{label}: not a readable zip archive ({e}).") from None
@@ -130,6 +150,8 @@ class ZipSource(ImageSource):
                 self.refused[rel] = "it is a symbolic link"
             elif i.compress_size and i.file_size / i.compress_size > limit("max_member_ratio"):
                 self.refused[rel] = f"it expands {i.file_size // max(i.compress_size, 1)}-fold (a zip bomb?)"
+            elif i.file_size > limit("max_member_mb") * 2**20:
+                self.refused[rel] = _too_big(i.file_size).removeprefix("is refused: ")
             else:
                 self.members[rel] = i
 
@@ -144,23 +166,25 @@ class ZipSource(ImageSource):
 
     def _resolve(self, name: str) -> str | None:
         rel = _clean_member(name)
-        if rel is not None and self.base and f"{self.base}/{rel}" in self.members:
-            return f"{self.base}/{rel}"
+        inside = f"{self.base}/{rel}"
+        if rel is not None and self.base and (inside in self.members or inside in self.refused):
+            return inside
         return rel
 
-    def exists(self, name: str) -> bool:
-        return self._resolve(name) in self.members
-
-    def read(self, name: str) -> bytes:
+    def problem(self, name: str) -> str | None:
         rel = self._resolve(name)
+        if rel is None:
+            return f"is refused in {self.label}: its path leaves the archive"
         if rel in self.refused:
-            raise InputError(f"{name}: refused in {self.label}: {self.refused[rel]}.")
-        if rel not in self.members:
-            raise InputError(f"{name}: not found in {self.label}.")
+            return f"is refused in {self.label}: {self.refused[rel]}"
+        return None if rel in self.members else f"is not in {self.label}"
+
+    def _read(self, name: str, cap: int) -> bytes:
         try:
-            data = self.zf.read(self.members[rel])
+            with self.zf.open(self.members[self._resolve(name)]) as f:  # streamed: at most cap + 1 bytes in memory
+                data = f.read(cap + 1)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
-            raise InputError(f"{name}: cannot be read from {self.label} ({e}).") from None
+            raise InputError(f"{name} cannot be read from {self.label} ({e}).") from None
         if data[:4] == b"PK\x03\x04":
             raise InputError(f"{name}: it is a zip archive inside the archive; unpack it first.")
         return data
@@ -215,8 +239,9 @@ def _norm_header(h: str) -> str:
     return _ALIASES.get(h, h)
 
 
-def read_manifest(source, name: str = "manifest.csv") -> pd.DataFrame:
-    """Read a CSV (path, bytes or text), any common encoding and separator; headers normalised."""
+def read_manifest(source, name: str = "manifest.csv", images: bool = True) -> pd.DataFrame:
+    """Read a CSV (path, bytes or text), any common encoding and separator; headers normalised. With
+    ``images=False`` (predictions made elsewhere, :mod:`kneeage.predictions`) no image column is needed."""
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
     if isinstance(data, str):
         data = data.encode()
@@ -240,7 +265,7 @@ def read_manifest(source, name: str = "manifest.csv") -> pd.DataFrame:
     dup = df.columns[df.columns.duplicated()]
     if len(dup):
         raise InputError(f"{name}: column {dup[0]!r} appears twice.")
-    for need in ("case_id", "image"):
+    for need in ("case_id", "image") if images else ("case_id",):
         if need not in df.columns:
             raise InputError(f"{name}: the manifest has no {need!r} column (columns: {', '.join(df.columns)}).")
     return df
@@ -390,8 +415,8 @@ def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, 
             seen_ids[cid] = i + 2
         if not img:
             problem(i, "error", "the image column is empty")
-        elif not images.exists(img):
-            problem(i, "error", f"image file {img!r} is not in {images.label}")
+        elif why := images.problem(img):
+            problem(i, "error", f"image file {img!r} {why}")
         raw_sex = df.at[i, "sex"] if "sex" in df else ""
         if pd.isna(out.at[i, "sex"]):
             problem(i, "error", f"sex {raw_sex!r} is not F or M" if raw_sex else "sex is missing")

@@ -7,6 +7,7 @@
 | max_unpacked_gb | 20 | everything inside a cohort zip, unpacked |
 | max_files | 100000 | files in a cohort zip, rows in a manifest |
 | max_member_ratio | 200 | how many times one zip member may expand (zip-bomb guard) |
+| max_member_mb | 512 | one image file, unpacked (a zip member or a file in a folder) |
 | max_field_chars | 10000 | characters in one manifest cell |
 
 The browser's own upload cap is ``server.maxUploadSize`` in ``.streamlit/config.toml`` (MB), kept equal
@@ -20,7 +21,7 @@ import os
 from .errors import InputError
 
 DEFAULTS = {"max_image_megapixels": 100, "max_upload_mb": 2048, "max_unpacked_gb": 20, "max_files": 100_000,
-            "max_member_ratio": 200, "max_field_chars": 10_000}
+            "max_member_ratio": 200, "max_member_mb": 512, "max_field_chars": 10_000}
 
 
 def limit(name: str) -> float:

@@ -113,6 +113,7 @@ def load_radiograph(source: Source, name: str | None = None) -> Radiograph:
     data, label = _read_source(source, name)
     if not data:
         raise RadiographError(label, "the file is empty")
+    quiet_decoders()
     digest = hashlib.sha256(data).hexdigest()
     if _looks_like_dicom(data):
         return _load_dicom(data, label, digest)
@@ -129,6 +130,25 @@ def load_radiograph(source: Source, name: str | None = None) -> Radiograph:
 # --------------------------------------------------------------------------------------- DICOM
 
 
+def quiet_decoders() -> None:
+    """Keep what a damaged file says out of every log. pydicom reports a damaged element by warning *and*
+    logging its raw bytes, which can hold the patient's name, ids and dates; Pillow and the JPEG decoders
+    warn about damaged metadata. So, process-wide (``warnings.catch_warnings`` is not thread-safe, and
+    decoding runs in thread pools): pydicom validates nothing while reading, its logger writes nowhere,
+    and the decoders' warnings are ignored. Called before every decode, as a host (pytest, a notebook)
+    may have reset the warning filters; ``filterwarnings`` replaces an identical filter, so the list stays short."""
+    import logging
+
+    import pydicom
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    log = logging.getLogger("pydicom")
+    if log.propagate or log.handlers:
+        log.handlers[:] = [logging.NullHandler()]
+        log.propagate = False
+    warnings.filterwarnings("ignore", module=r"(pydicom|pylibjpeg|libjpeg|openjpeg|rle|PIL)(\.|$)")
+
+
 def _looks_like_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
@@ -137,10 +157,8 @@ def _try_raw_dicom(data: bytes):
     import pydicom
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), force=True)
-            keys = list(ds.keys())
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        keys = list(ds.keys())
     except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
         return None
     # A real data set starts with group 0008 (or file meta 0002); random bytes parse as junk tags.
@@ -166,9 +184,7 @@ def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
 
     if ds is None:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
         except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt headers
             raise RadiographError(label, f"the DICOM header could not be read ({_short(e)})") from None
 
@@ -195,9 +211,7 @@ def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
     _check_size(label, rows, cols)
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            arr = ds.pixel_array
+        arr = ds.pixel_array
     except Exception as e:  # noqa: BLE001 - decoders raise many types
         msg = _short(e)
         if "length" in msg.lower() or "truncat" in msg.lower() or "end of" in msg.lower():
@@ -210,11 +224,9 @@ def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
     out = _linear_luts(arr, ds)
     if out is None:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = apply_modality_lut(arr, ds)
-                if "VOILUTSequence" in ds or "WindowCenter" in ds:
-                    out = apply_voi_lut(out, ds, index=0)
+            out = apply_modality_lut(arr, ds)
+            if "VOILUTSequence" in ds or "WindowCenter" in ds:
+                out = apply_voi_lut(out, ds, index=0)
         except Exception as e:  # noqa: BLE001 - malformed LUTs
             raise RadiographError(label, f"its modality or VOI LUT is malformed ({_short(e)})") from None
     pixels = _scale01(out)
@@ -359,9 +371,7 @@ def _try_pil(data: bytes, label: str, digest: str) -> Radiograph | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         return None
     except Image.DecompressionBombError:

@@ -118,6 +118,7 @@ class ModelCard:
     label_range_months: tuple = (0.0, 216.0)
     results: dict = field(default_factory=dict)
     notes: str = ""
+    imported: dict = field(default_factory=dict)  # an ONNX/TorchScript model's declarative card (kneeage.imported)
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -187,9 +188,10 @@ def fold_paths(model_dir: Path) -> list[Path]:
 
 
 def model_hash(model_dir: Path) -> str:
-    """Identity of a model: sha256 over every fold's weights (first 16 hex)."""
+    """Identity of a model: sha256 over every fold's weights, or over an imported model's file (first 16 hex)."""
     h = hashlib.sha256()
-    for p in fold_paths(model_dir):
+    imported = [Path(model_dir) / n for n in ("model.onnx", "model.pt") if (Path(model_dir) / n).is_file()]
+    for p in fold_paths(model_dir) + imported:
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
 

@@ -138,10 +138,10 @@ def validation_figures(cases: pd.DataFrame, summary: dict, note: str | None = No
     if len(ok) < 3:
         return {}
     pred, ref, ids = ok.predicted_bone_age_months, ok.reference_bone_age_months, ok.case_id.astype(str).tolist()
-    figs = {
-        "bland_altman": bland_altman(stats.bland_altman(pred, ref), ids, note=note),
-        "scatter": scatter(pred, ref, ids, stats.passing_bablok(ref, pred), note=note),
-    }
+    pb = summary.get("passing_bablok")  # absent when it could not be computed
+    figs = {"scatter": scatter(pred, ref, ids, stats.LineFit(**pb) if pb else None, note=note)}
+    if "loa_lower" in summary:
+        figs = {"bland_altman": bland_altman(stats.bland_altman(pred, ref), ids, note=note)} | figs
     if ok.chronological_age_months.notna().any():
         figs["error_vs_age"] = error_vs_age(ok.chronological_age_months, pred - ref, ids, note)
         figs["error_by_group"] = error_by_group(ok.assign(error=pred - ref, age_band=stats.age_band(ok.chronological_age_months)),

@@ -72,11 +72,18 @@ class Predictor:
     def __init__(self, model_dir: str | Path = DEFAULT_MODEL_DIR, device: str | None = None):
         self.model_dir = Path(model_dir)
         self.card: ModelCard = load_card(self.model_dir)
-        paths = fold_paths(self.model_dir)
-        if not paths:
-            raise ModelError(f"{self.model_dir}: no fold_<k>.safetensors weights found.")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.models = [load_fold(self.card.config, p).to(self.device) for p in paths]
+        self.runner = None  # an imported ONNX/TorchScript model (kneeage.imported) runs through its runner
+        if self.card.imported:
+            from .imported import load_runner
+
+            self.runner = load_runner(self.model_dir, self.card.imported, device)
+            self.models = []
+        else:
+            paths = fold_paths(self.model_dir)
+            if not paths:
+                raise ModelError(f"{self.model_dir}: no fold_<k>.safetensors weights found.")
+            self.models = [load_fold(self.card.config, p).to(self.device) for p in paths]
         self.hash = model_hash(self.model_dir)
         qc = self.card.qc or {}
         self._mu = torch.tensor(qc["feature_mean"]) if qc.get("feature_mean") else None
@@ -86,13 +93,39 @@ class Predictor:
     def input_size(self) -> int:
         return self.card.config.input_size
 
-    def prepare(self, pixels: np.ndarray, box="full") -> np.ndarray:
-        """The model's input for an image: crop, resize, pad, scale to [0, 1]."""
+    @property
+    def standard_input(self) -> bool:
+        """Whether :meth:`prepare` is kneeage's own preprocessing (so a cohort check's inputs can be reused)."""
+        return self.runner is None or self.runner.standard_input
+
+    @property
+    def saliency_methods(self) -> tuple[str, ...]:
+        """The saliency methods this model supports (none for ONNX: no gradients)."""
+        return self.runner.saliency_methods if self.runner is not None else ("gradient", "smoothgrad", "gradcam")
+
+    @property
+    def source(self) -> str:
+        """Where this model's predictions come from, in words (for exports and site bundles)."""
+        imp = self.card.imported
+        if imp:
+            return (f"imported {imp['format']} file {imp.get('original_file', imp['file'])} (sha256 {imp['sha256'][:16]}) "
+                    f"with card {imp.get('card_file', 'card.toml')}, model directory {self.model_dir.name}")
+        return f"kneeage model directory {self.model_dir.name} ({self.card.folds} folds, weights hash {self.hash})"
+
+    def prepare(self, pixels: np.ndarray, box="full", spacing_mm=None) -> np.ndarray:
+        """The model's input for an image: crop, resize, pad, scale to [0, 1]. ``spacing_mm`` (the image's pixel
+        spacing) matters only to an imported model whose card gives a physical spacing."""
+        if self.runner is not None:
+            return self.runner.prepare(pixels, box, spacing_mm)
         return to_input(pixels, self.input_size, box)
 
     @torch.no_grad()
     def predict_inputs(self, inputs: np.ndarray, sexes, chron=None, flip: bool = True):
-        """Batch of prepared inputs (N, S, S) → (ensemble mean (N,), per fold (F, N), features (N, C))."""
+        """Batch of prepared inputs (N, S, S) → (ensemble mean (N,), per fold (F, N), features (N, C)).
+        An imported model is one 'fold' and has no features (None)."""
+        if self.runner is not None:
+            y = self.runner.predict(np.asarray(inputs, np.float32), list(sexes), None if chron is None else list(chron))
+            return y, y[None], None
         x = normalise(torch.from_numpy(np.asarray(inputs, np.float32))[:, None].to(self.device))
         sex = torch.tensor([_sex_code(s) for s in sexes], dtype=torch.float32, device=self.device)
         ch = None
@@ -122,14 +155,14 @@ class Predictor:
         mean, per_fold, feats = self.predict_inputs(np.stack(inputs), sexes, chrons)
         out = []
         for i in range(n):
-            out.append(self._prediction(float(mean[i]), per_fold[:, i], feats[i], body_parts[i]))
+            out.append(self._prediction(float(mean[i]), per_fold[:, i], None if feats is None else feats[i], body_parts[i]))
         return out
 
     def _prediction(self, ba: float, folds: np.ndarray, feat: torch.Tensor, body_part) -> Prediction:
         card, qc = self.card, self.card.qc or {}
         flags = []
         dist = float("nan")
-        if self._mu is not None:
+        if self._mu is not None and feat is not None:
             dist = float(torch.sqrt((((feat - self._mu) / self._sd) ** 2).mean()))
         expected = card.config.body_part.upper()
         bp = (body_part or "").upper()
@@ -143,10 +176,10 @@ class Predictor:
         thr = qc.get("fold_sd_threshold_months")
         if thr and len(folds) > 1 and float(np.std(folds)) > thr:
             flags.append("folds_disagree")
-        hw = half_width(card.interval, ba)
+        hw = half_width(card.interval, ba)  # NaN when the card gives no interval rule: the interval is then unknown
         return Prediction(
             bone_age_months=ba,
-            interval_months=(max(0.0, ba - hw), ba + hw),
+            interval_months=(max(0.0, ba - hw), ba + hw) if np.isfinite(hw) else (float("nan"), float("nan")),
             interval_level=float(card.interval.get("level", float("nan"))),
             fold_values_months=tuple(float(v) for v in folds),
             flags=tuple(flags),
@@ -167,6 +200,8 @@ class Predictor:
         from captum.attr import LayerGradCam, NoiseTunnel, Saliency
         from captum.attr import LayerAttribution
 
+        if self.runner is not None:  # TorchScript: gradient, SmoothGrad; ONNX: refused with the reason
+            return _scale_saliency(self.runner.attribution(model_input, sex, method, chron_months, samples), method)
         model = self.models[0]
         x = normalise(torch.from_numpy(np.asarray(model_input, np.float32))[None, None].to(self.device)).requires_grad_()
         sex_t = torch.tensor([_sex_code(sex)], dtype=torch.float32, device=self.device)
@@ -187,13 +222,18 @@ class Predictor:
                 a = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
             else:
                 raise InputError(f"Saliency method {method!r} is not one of gradient, smoothgrad, gradcam.")
-        m = a.detach().abs().squeeze().cpu().numpy().astype(np.float32)
-        if method != "gradcam":
-            from scipy import ndimage
+        return _scale_saliency(a.detach().abs().squeeze().cpu().numpy(), method)
 
-            m = ndimage.gaussian_filter(m, 2)
-        top = np.percentile(m, 99.5)
-        return np.clip(m / top, 0, 1) if top > 0 else np.zeros_like(m)
+
+def _scale_saliency(m: np.ndarray, method: str) -> np.ndarray:
+    """An attribution map → [0, 1]: smoothed (except Grad-CAM), divided by its 99.5th percentile."""
+    m = np.abs(np.asarray(m, np.float32))
+    if method != "gradcam":
+        from scipy import ndimage
+
+        m = ndimage.gaussian_filter(m, 2)
+    top = np.percentile(m, 99.5)
+    return np.clip(m / top, 0, 1) if top > 0 else np.zeros_like(m)
 
 
 def _sex_code(sex) -> float:

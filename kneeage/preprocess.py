@@ -67,8 +67,9 @@ def crop(pixels: np.ndarray, box="full") -> np.ndarray:
     return pixels[y0:y1, x0:x1]
 
 
-def to_input(pixels: np.ndarray, size: int, box="full") -> np.ndarray:
-    """Region → square float32 image in [0, 1] of side ``size`` (aspect kept, zero padded)."""
+def to_input(pixels: np.ndarray, size: int, box="full", percentiles=(1, 99)) -> np.ndarray:
+    """Region → square float32 image in [0, 1] of side ``size`` (aspect kept, zero padded); intensities
+    clipped to the region's ``percentiles`` ((0, 100): its minimum and maximum)."""
     from PIL import Image
 
     region = crop(pixels, box)
@@ -76,7 +77,7 @@ def to_input(pixels: np.ndarray, size: int, box="full") -> np.ndarray:
     if f >= 2:  # large images: average f×f blocks first (cheap, in Pillow), then the exact resize below
         region = np.asarray(Image.fromarray(np.ascontiguousarray(region, np.float32), mode="F").reduce(f))
     step = max(1, int(math.sqrt(region.size / 262_144)))  # percentiles from at most ~512² pixels
-    lo, hi = np.percentile(region[::step, ::step], [1, 99])
+    lo, hi = np.percentile(region[::step, ::step], list(percentiles))
     region = np.clip((region - lo) / (hi - lo + 1e-6), 0, 1).astype(np.float32)
     h, w = region.shape
     scale = size / max(h, w)

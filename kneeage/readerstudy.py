@@ -32,12 +32,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import stats
-from .access import AccessError
+from . import mrmc, stats
+from .access import AccessError, check_not_locked, record_failure, scrypt_hash
 from .errors import InputError
 from .store import Store, now
 
-MAX_FAILURES, FAILURE_WINDOW_S = 10, 300
 SHIPPED = Path(__file__).resolve().parents[1] / "studies"  # protocols shipped with the project
 ARMS = ("unassisted", "assisted")
 
@@ -150,40 +149,74 @@ def reader_order(protocol: Protocol, case_ids: list[str], reader_id: str, index:
     return [it | {"position": k, "reader_id": reader_id} for k, it in enumerate(items)]
 
 
-def _hash(code: str, salt: str) -> str:
-    return hashlib.scrypt(code.encode(), salt=bytes.fromhex(salt), n=2**12, r=8, p=1).hex()
+CODE_COST = 2**12  # scrypt cost of reader codes (72 random bits each)
+
+
+def _new_code(protocol: Protocol, rid: str) -> tuple[str, dict]:
+    """A personal access code and the columns that store it (hash, salt, expiry; never the code)."""
+    secret, salt = secrets.token_urlsafe(9), secrets.token_hex(16)
+    expires = (datetime.now(timezone.utc) + timedelta(days=protocol.code_days)).isoformat(timespec="seconds")
+    return f"{rid}-{secret}", {"code_hash": scrypt_hash(secret, salt, CODE_COST), "salt": salt, "expires": expires}
 
 
 def invite(store: Store, study_id: str, name: str, role: str = "reader") -> str:
     """Create a reader and return their personal access code (shown once; only its hash is kept)."""
     protocol, case_ids = study_protocol(store, study_id)
     rid = secrets.token_hex(3).upper()
-    secret = secrets.token_urlsafe(9)
-    salt = secrets.token_hex(16)
+    code, stored = _new_code(protocol, rid)
     index = len(store.readers(study_id))
-    expires = (datetime.now(timezone.utc) + timedelta(days=protocol.code_days)).isoformat(timespec="seconds")
     store.add_reader({"id": rid, "study_id": study_id, "name": name.strip() or f"Reader {index + 1}", "role": role,
-                      "code_hash": _hash(secret, salt), "salt": salt, "created": now(), "expires": expires, "revoked": 0},
+                      "created": now(), "revoked": 0} | stored,
                      [it | {"study_id": study_id} for it in reader_order(protocol, case_ids, rid, index)])
-    return f"{rid}-{secret}"
+    return code
 
 
-def authenticate(store: Store, code: str, clock=time.time) -> dict:
-    """The reader a code belongs to; refuses bad, expired or revoked codes, and locks out after
-    {MAX_FAILURES} failures in {FAILURE_WINDOW_S} s."""
-    t = clock()
-    if store.recent_failures("reader", t - FAILURE_WINDOW_S, t) >= MAX_FAILURES:
-        raise AccessError("Too many wrong codes; try again in a few minutes.")
+def _reader_of(store: Store, study_id: str, reader_id: str) -> dict:
+    r = store.reader(str(reader_id).strip().upper())
+    if r is None or r["study_id"] != study_id:
+        raise InputError(f"reader {reader_id!r} is not in study {study_id}.")
+    return r
+
+
+def revoke(store: Store, study_id: str, reader_id: str) -> None:
+    """Withdraw a reader's code: their open session stops at its next request; their answers are kept."""
+    store.revoke(_reader_of(store, study_id, reader_id)["id"])
+
+
+def reissue(store: Store, study_id: str, reader_id: str) -> str:
+    """A new code for the same reader and worklist (e.g. a lost or leaked code); the old code and any
+    session opened with it stop working. Returns the new code (shown once)."""
+    r = _reader_of(store, study_id, reader_id)
+    protocol, _ = study_protocol(store, study_id)
+    code, stored = _new_code(protocol, r["id"])
+    store.reissue(r["id"], **stored)
+    return code
+
+
+def authenticate(store: Store, code: str, clients: tuple[str, ...] = (), clock=time.time) -> dict:
+    """The reader a code belongs to; refuses bad, expired or revoked codes. Wrong codes count against the
+    client and the code's reader (see :mod:`kneeage.access` for the lock-out rules)."""
     rid, _, secret = str(code).strip().partition("-")
-    r = store.reader(rid.upper()) if rid else None
-    if r is None or not secret or not hmac.compare_digest(_hash(secret, r["salt"]), r["code_hash"]):
-        store.login_failure("reader", t)
+    rid = rid.upper()
+    check_not_locked(store, f"reader:{rid}", clients, clock)
+    r = store.reader(rid) if rid else None
+    if r is None or not secret or not hmac.compare_digest(scrypt_hash(secret, r["salt"], CODE_COST), r["code_hash"]):
+        record_failure(store, f"reader:{rid}", clients, clock)
         raise AccessError("This access code is not valid.")
-    if r["revoked"]:
+    reader = {k: r[k] for k in ("id", "study_id", "name", "role")} | {"code": r["code_hash"][:16]}
+    check_standing(store, reader)
+    return reader
+
+
+def check_standing(store: Store, reader: dict) -> None:
+    """Refuse a signed-in reader whose code was since revoked, re-issued or has expired (every request)."""
+    row = store.reader_standing(reader["id"])
+    if row is None or row[0]:
         raise AccessError("This access code has been withdrawn by the study PI.")
-    if datetime.fromisoformat(r["expires"]) < datetime.now(timezone.utc):
+    if row[2][:16] != reader.get("code"):
+        raise AccessError("This access code has been replaced by a new one; use the code the study PI gave you last.")
+    if datetime.fromisoformat(row[1]) < datetime.now(timezone.utc):
         raise AccessError("This access code has expired; ask the study PI for a new one.")
-    return {k: r[k] for k in ("id", "study_id", "name", "role")}
 
 
 # --------------------------------------------------------------------------- reading (reader)
@@ -212,6 +245,7 @@ def progress(store: Store, reader: dict) -> tuple[int, int]:
 def next_task(store: Store, reader: dict, now: datetime | None = None) -> Task | str:
     """The reader's next unanswered item, or a sentence saying why there is none (plain SQL: this runs
     on every page view of every reader)."""
+    check_standing(store, reader)
     protocol, _ = study_protocol(store, reader["study_id"])
     done, total, item, first = store.reader_progress(reader["id"])
     if item is None:
@@ -225,6 +259,7 @@ def next_task(store: Store, reader: dict, now: datetime | None = None) -> Task |
 
 def revisit(store: Store, reader: dict, position: int) -> Task:
     """An answered item of the reader's own worklist, to change its answer (only if the protocol allows)."""
+    check_standing(store, reader)
     protocol, _ = study_protocol(store, reader["study_id"])
     if not protocol.allow_changes:
         raise AccessError("This study does not allow changing submitted answers.")
@@ -251,6 +286,7 @@ def task_image(store: Store, reader: dict, task: Task):
     from .cohort import open_source
     from .imaging import load_radiograph
 
+    check_standing(store, reader)
     study = store.study(reader["study_id"])
     cohort = store.cohort(study["cohort_id"])
     image = store.case_facts(study["cohort_id"], task.case_id)["image"]
@@ -260,6 +296,7 @@ def task_image(store: Store, reader: dict, task: Task):
 def submit(store: Store, reader: dict, task: Task, estimate_months: float | None, seconds: float,
            confidence: int | None = None, unreadable_reason: str | None = None) -> str:
     """Save one answer at once. Estimates must lie in 0-240 months; an unreadable case needs a reason."""
+    check_standing(store, reader)
     allow_changes = json.loads(store.study_protocol_json(reader["study_id"])).get("allow_changes", False)
     unreadable = bool(unreadable_reason and unreadable_reason.strip())
     if not unreadable:
@@ -322,6 +359,8 @@ def _boot_pairs(a: pd.DataFrame, n_boot: int, seed: int) -> tuple[float, tuple[f
 
 def analyse(store: Store, study_id: str, n_boot: int = 1000, reads: pd.DataFrame | None = None) -> dict:
     """The PI dashboard's analysis, all from kneeage.stats on :func:`reads_table` (pass it if you have it)."""
+    from . import growth
+
     df = reads_table(store, study_id) if reads is None else reads
     ok = df[(df.unreadable == 0) & df.estimate_months.notna() & df.reference_bone_age_months.notna()] if len(df) else df
     out: dict = {"n_reads": int(len(df)), "n_unreadable": int(df.unreadable.sum()) if len(df) else 0, "readers": []}
@@ -334,7 +373,8 @@ def analyse(store: Store, study_id: str, n_boot: int = 1000, reads: pd.DataFrame
                 es = stats.error_summary(ga.estimate_months, ga.reference_bone_age_months, n_boot=n_boot)
                 ba = stats.bland_altman(ga.estimate_months, ga.reference_bone_age_months)
                 entry[arm] = {"n": es.n, "mae": es.mae, "mae_ci": list(es.mae_ci), "bias": es.bias,
-                              "loa": [ba.loa_lower, ba.loa_upper]}
+                              "loa": [ba.loa_lower, ba.loa_upper],
+                              "clinical": growth.clinical_view(ga, predicted="estimate_months")}  # issue #20
                 m = ga[ga.model_months.notna()]
                 if len(m) >= 3:
                     c = stats.compare_errors(m.estimate_months, m.model_months, m.reference_bone_age_months, n_boot=n_boot)
@@ -347,7 +387,8 @@ def analyse(store: Store, study_id: str, n_boot: int = 1000, reads: pd.DataFrame
         model = model[model.model_months.notna()]
         if len(model) >= 3:
             es = stats.error_summary(model.model_months, model.reference_bone_age_months, n_boot=n_boot)
-            out["model"] = {"n": es.n, "mae": es.mae, "mae_ci": list(es.mae_ci), "bias": es.bias}
+            out["model"] = {"n": es.n, "mae": es.mae, "mae_ci": list(es.mae_ci), "bias": es.bias,
+                            "clinical": growth.clinical_view(model, predicted="model_months")}  # issue #20
         pooled_ba = stats.bland_altman(first.estimate_months, first.reference_bone_age_months) if len(first) >= 3 else None
         if pooled_ba:
             out["pooled_bland_altman"] = {k: pooled_ba[k] for k in ("n", "bias", "sd", "loa_lower", "loa_upper")}
@@ -382,8 +423,10 @@ def analyse(store: Store, study_id: str, n_boot: int = 1000, reads: pd.DataFrame
                    for rid, g in t.groupby("reader_id") if len(g) >= 3}
             m = t[t.model_months.notna()]
             moved = float(np.mean((m.assisted - m.model_months).abs() < (m.unassisted - m.model_months).abs())) if len(m) else None
-            out["assisted_vs_unassisted"] = {"pooled_mae_difference": est, "ci": list(ci), "per_reader": per,
+            out["assisted_vs_unassisted"] = {"label": "sensitivity analysis (bootstrap)",  # primary: out["orh"]
+                                             "pooled_mae_difference": est, "ci": list(ci), "per_reader": per,
                                              "share_moved_toward_model": moved, "n_pairs": int(len(t))}
+    out["orh"] = mrmc.study_analysis(first)  # issue #21: the primary reader-study analysis (ORH MRMC)
     return json.loads(json.dumps(out, default=float))
 
 

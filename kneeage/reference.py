@@ -22,6 +22,8 @@ import numpy as np
 
 from .errors import InputError
 
+MAX_AGE_MONTHS = 240.0  # 20 years: the upper bound of every age kneeage accepts
+
 SOURCE = ("Greulich & Pyle (1959), Radiographic Atlas of Skeletal Development of the Hand and Wrist, "
           "2nd ed.: standard deviations of skeletal age, Brush Foundation Study")
 
@@ -83,8 +85,8 @@ def classify(sds: float) -> str:
 def bone_age_sds(bone_age_months: float, chronological_age_months: float, sex: str) -> SDSResult:
     """SDS of a bone age against chronological age; refuses ages outside 0-20 years."""
     for name, v in (("bone age", bone_age_months), ("chronological age", chronological_age_months)):
-        if not (np.isfinite(v) and 0 <= v <= 240):
-            raise InputError(f"{name} must lie between 0 and 240 months, got {v}.")
+        if not (np.isfinite(v) and 0 <= v <= MAX_AGE_MONTHS):
+            raise InputError(f"{name} must lie between 0 and {MAX_AGE_MONTHS:.0f} months, got {v}.")
     sd = sd_months(chronological_age_months, sex)
     diff = float(bone_age_months - chronological_age_months)
     z = diff / sd

@@ -35,12 +35,28 @@ def png_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def case_json(result: CaseResult) -> str:
-    return json.dumps(result.as_dict(), indent=2)
+def case_json(result: CaseResult, growth=None) -> str:
+    """The result as JSON; ``growth`` (a :class:`kneeage.growth.GrowthResult`) adds the growth panel."""
+    d = result.as_dict()
+    if growth is not None:
+        d["growth"] = growth.as_dict()
+    return json.dumps(d, indent=2)
+
+
+def growth_html(growth) -> str:
+    """The growth panel (:class:`kneeage.growth.GrowthResult`) as an HTML section: value, range, source."""
+    e = html.escape
+    rows = "".join(f"<tr><th>{e(i.label)}</th><td>{e(i.text(3 if not i.unit else 1))}</td><td>{e(i.note)}</td>"
+                   f"<td><small>{e(i.source)}</small></td></tr>" for i in growth.items)
+    notes = "".join(f"<p>{e(n)}</p>" for n in growth.notes)
+    lo, hi = growth.interval_months
+    return (f"<h2>Growth (decision support)</h2><div class='flag'>{e(growth.statement)}</div>"
+            f"<p>Ranges span the bone-age interval {lo:.1f} – {hi:.1f} months.</p>"
+            f"<table><tr><th>Quantity</th><th>Value (range)</th><th>Note</th><th>Source</th></tr>{rows}</table>{notes}")
 
 
 def case_html(result: CaseResult, model_input: np.ndarray, overlay_rgb: np.ndarray | None = None,
-              saliency_method: str | None = None) -> str:
+              saliency_method: str | None = None, growth=None) -> str:
     """A one-page report: flags first, then the numbers, the model input and the saliency overlay."""
     d = result.as_dict()
     e = html.escape
@@ -66,6 +82,7 @@ def case_html(result: CaseResult, model_input: np.ndarray, overlay_rgb: np.ndarr
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>kneeage report — {e(d['file'])}</title>"
             f"<style>{_CSS}</style></head><body><h1>Bone age from a knee radiograph</h1>"
             f"<p>File: {e(d['file'])}</p>{demo}{flags}<table>{table}</table><div class='imgs'>{imgs}</div>"
+            f"{growth_html(growth) if growth is not None else ''}"
             f"<p><small>Generated locally by kneeage; this report contains no names, IDs or dates.</small></p>"
             f"</body></html>")
 
@@ -77,11 +94,36 @@ def safe_csv(df: pd.DataFrame) -> str:
     return df.map(cell).to_csv(index=False)
 
 
+def clinical_rows(clinical: dict | None) -> list[tuple[str, str]]:
+    """Report rows for the clinical view of error (:func:`kneeage.growth.clinical_view`)."""
+    if not clinical:
+        return []
+    rows = []
+    for t, v in (clinical.get("over") or {}).items():
+        rows.append((f"Error over {t} months (Wilson 95% CI)", f"{v['share']:.0%} ({v['ci'][0]:.0%} to {v['ci'][1]:.0%}); "
+                     f"{v['n_over']} of {clinical['n']}"))
+    k = clinical.get("sds_agreement")
+    if k:
+        m = k["matrix"]
+        cells = "; ".join(f"{c}: " + "/".join(str(x) for x in m[i]) for i, c in enumerate(k["categories"]))
+        rows.append(("Delayed/normal/advanced (±2 SD), Cohen's kappa (Fleiss-Cohen-Everitt 95% CI)",
+                     f"{k['kappa']:.2f} ({k['ci'][0]:.2f} to {k['ci'][1]:.2f}); agreement {k['observed_agreement']:.0%}"))
+        rows.append(("Confusion matrix, rows reference, columns model (delayed/normal/advanced)", cells))
+    g = clinical.get("knee_growth")
+    if g:
+        rows.append((f"Remaining growth at the knee differs by > {g['threshold_cm']:g} cm",
+                     f"{g['share']:.0%} ({g['ci'][0]:.0%} to {g['ci'][1]:.0%}); {g['n_over']} of {g['n']} "
+                     f"(source: {g['source']})"))
+    return rows
+
+
 def validation_html(summary: dict, meta: dict, figures: dict) -> str:
     """The validation report: identity, summary table, comparisons, figures (plotly inlined once)."""
     e = html.escape
     demo = ('<div class="demo">Synthetic demo model: these numbers show how the validation works; they are '
             "not evidence about a clinical model.</div>") if meta.get("synthetic_demo") else ""
+    if partial_notice(summary):
+        demo += f'<div class="demo">{e(partial_notice(summary))}</div>'
 
     def num(k, fmt="{:.2f}"):
         v = summary.get(k)
@@ -103,13 +145,15 @@ def validation_html(summary: dict, meta: dict, figures: dict) -> str:
         rows.append((f"MAE model − {k} (paired bootstrap CI)",
                      f"{c['mae_difference']:.2f} ({c['mae_difference_ci'][0]:.2f} to {c['mae_difference_ci'][1]:.2f}); "
                      f"MAE of {k} {c['mae_other']:.2f}; Wilcoxon p {c['wilcoxon_p']:.3g}"))
+    rows += clinical_rows(summary.get("clinical"))
+    rows += [(f"Not computed: {k}", v) for k, v in (summary.get("not_computed") or {}).items()]
     rc = summary.get("recalibration")
     if rc:
         rows.append(("Site recalibration (5-fold CV, linear)",
                      f"MAE {rc['mae_before']:.2f} → {rc['mae_after']:.2f}; line {rc['intercept']:.1f} + {rc['slope']:.3f}·x"))
     table = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
     ident = "".join(f"<tr><th>{e(k)}</th><td>{e(str(meta.get(k, '')))}</td></tr>"
-                    for k in ("site", "cohort", "model_name", "model_hash", "kneeage_version", "created"))
+                    for k in ("site", "cohort", "model_name", "model_hash", "prediction_source", "kneeage_version", "created"))
     figs = "".join(f"<h2>{e(name.replace('_', ' ').capitalize())}</h2>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0))
                    for i, (name, fig) in enumerate(figures.items()))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>kneeage validation — {e(str(meta.get('site', '')))}"
@@ -118,19 +162,33 @@ def validation_html(summary: dict, meta: dict, figures: dict) -> str:
             f"<p><small>Formulas: docs/statistics.md. Differences are model − reference.</small></p></body></html>")
 
 
-def validation_exports(cases: pd.DataFrame, summary: dict, meta: dict, figures: dict) -> dict[str, bytes]:
+def partial_notice(summary: dict) -> str | None:
+    """The sentence that marks an interrupted run's results and exports, or None for a finished run."""
+    if summary.get("complete", True):
+        return None
+    return (f"PARTIAL RUN: {summary['n_pending']} of {summary['n_cases']} cases have no result yet (the run was "
+            "interrupted); these results cover only the cases run so far.")
+
+
+def validation_exports(cases: pd.DataFrame, summary: dict, meta: dict, figures: dict,
+                       partial_bundle: bool = False) -> dict[str, bytes]:
     """cases.csv, summary.json, report.html and site_bundle.zip (de-identified per-case results, study
-    metadata and model identity, for the study PI; no images), as bytes by file name."""
-    meta = meta | {"kneeage_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    metadata and model identity, for the study PI; no images), as bytes by file name. An interrupted
+    run's exports are marked partial, and it gets no bundle unless ``partial_bundle`` (the PI insists)."""
+    meta = meta | {"kneeage_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "complete": bool(summary.get("complete", True))}
     csv_text = safe_csv(cases).encode()
     summary_text = json.dumps(summary, indent=2).encode()
-    bundle = io.BytesIO()
-    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("cases.csv", csv_text)
-        z.writestr("summary.json", summary_text)
-        z.writestr("meta.json", json.dumps(meta, indent=2))
-    return {"cases.csv": csv_text, "summary.json": summary_text,
-            "report.html": validation_html(summary, meta, figures).encode(), "site_bundle.zip": bundle.getvalue()}
+    out = {"cases.csv": csv_text, "summary.json": summary_text,
+           "report.html": validation_html(summary, meta, figures).encode()}
+    if meta["complete"] or partial_bundle:
+        bundle = io.BytesIO()
+        with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("cases.csv", csv_text)
+            z.writestr("summary.json", summary_text)
+            z.writestr("meta.json", json.dumps(meta, indent=2))
+        out["site_bundle.zip"] = bundle.getvalue()
+    return out
 
 
 def write_validation(out: str | Path, cases: pd.DataFrame, summary: dict, meta: dict, figures: dict) -> dict[str, Path]:
@@ -141,6 +199,26 @@ def write_validation(out: str | Path, cases: pd.DataFrame, summary: dict, meta: 
         paths[name.split(".")[0].replace("site_", "")] = out / name
         (out / name).write_bytes(data)
     return paths
+
+
+def orh_html(orh: dict | None) -> str:
+    """The reader study's primary analysis (Obuchowski-Rockette-Hillis, :mod:`kneeage.mrmc`) as an HTML
+    table; the bootstrap in analysis.json is the sensitivity analysis."""
+    from .mrmc import study_table
+
+    if not orh:
+        return ""
+    t = study_table(orh)
+    e = html.escape
+    skipped = "".join(f"<p>Not computed — {e(k)}: {e(v)}</p>" for k, v in (orh.get("not_computed") or {}).items())
+    if not len(t):
+        return f"<h2>Primary analysis: ORH MRMC</h2>{skipped}"
+    head = "".join(f"<th>{e(str(c))}</th>" for c in t.columns)
+    body = "".join("<tr>" + "".join(f"<td>{e('' if pd.isna(v) else f'{v:.4g}' if isinstance(v, float) else str(v))}</td>"
+                                    for v in row) + "</tr>" for row in t.itertuples(index=False))
+    return (f"<h2>Primary analysis: ORH MRMC</h2><p>{e(orh['method'])}. Differences are the first condition minus "
+            f"the second, in the figure of merit's units; the bootstrap over readers and cases in the JSON below "
+            f"(assisted_vs_unassisted) is a sensitivity analysis.</p><table><tr>{head}</tr>{body}</table>{skipped}")
 
 
 def study_exports(store, study_id: str, reads: pd.DataFrame | None = None, analysis: dict | None = None,
@@ -156,6 +234,7 @@ def study_exports(store, study_id: str, reads: pd.DataFrame | None = None, analy
                    for i, (k, f) in enumerate(figs.items()))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Reader study {html.escape(study_id)}</title>"
             f"<style>{_CSS}</style></head><body><h1>Reader study {html.escape(store.study(study_id)['name'])}</h1>"
+            f"{orh_html(analysis.get('orh'))}"
             f"<pre>{html.escape(json.dumps(analysis, indent=2))}</pre>{body}</body></html>")
     return {"reads.csv": safe_csv(reads).encode(), "analysis.json": json.dumps(analysis, indent=2).encode(),
             "analysis.html": page.encode(), "audit.csv": safe_csv(store.audit_log(study_id)).encode()}

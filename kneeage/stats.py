@@ -511,7 +511,10 @@ def passing_bablok(x, y, level: float = 0.95) -> LineFit:
     if N < 2:
         raise StatsError("Passing-Bablok regression needs pairs with distinct values.")
     K = int(np.sum(s < -1))
-    med = (s[(N + 1) // 2 + K - 1] if N % 2 else 0.5 * (s[N // 2 + K - 1] + s[N // 2 + K])) if 0 <= K < N else np.nan
+    if N // 2 + K >= N:  # the shifted median's upper index would run past the largest slope
+        raise StatsError("Passing-Bablok regression cannot estimate a slope: at least half the pairwise slopes are "
+                         "below -1 (the two methods do not increase together).")
+    med = s[(N + 1) // 2 + K - 1] if N % 2 else 0.5 * (s[N // 2 + K - 1] + s[N // 2 + K])
     C = _z(level) * np.sqrt(n * (n - 1) * (2 * n + 5) / 18)
     m1 = int(round((N - C) / 2))
     m2 = N - m1 + 1
@@ -556,3 +559,93 @@ def compare_errors(estimate_a, estimate_b, reference, level: float = 0.95, n_boo
         tp = float(st.ttest_rel(ea, eb).pvalue)
     return PairedComparison(d.size, float(ea.mean()), float(eb.mean()), float(d.mean()),
                             bootstrap_ci(d, level=level, n_boot=n_boot, seed=seed), wp, tp, level)
+
+
+# ------------------------------------------------------------ clinically significant error (issue #20)
+
+
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (Wilson 1927); (nan, nan) when n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = _z(level)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def error_exceedance(predicted, reference, thresholds=WITHIN_MONTHS, level: float = 0.95) -> dict:
+    """Share of cases whose absolute error exceeds each threshold (months), with a Wilson CI:
+    ``{t: {"n_over": k, "share": k/n, "ci": (lo, hi)}}``."""
+    p, r = _pairs(predicted, reference, ("predicted", "reference"))
+    ae = np.abs(p - r)
+    out = {}
+    for t in thresholds:
+        k = int((ae > t).sum())
+        out[int(t) if float(t).is_integer() else float(t)] = {"n_over": k, "share": k / ae.size,
+                                                               "ci": wilson_ci(k, ae.size, level)}
+    return out
+
+
+@dataclass(frozen=True)
+class Kappa(_Result):
+    """Cohen's kappa (1960) between two classifications of the same cases. ``matrix[i][j]`` counts cases
+    that ``a`` put in ``categories[i]`` and ``b`` in ``categories[j]``. SE: the large-sample (non-null)
+    standard error of Fleiss, Cohen & Everitt (1969), used for the CI κ ± z·SE (clipped to [−1, 1]);
+    ``se0`` is the SE under κ = 0, used for the z test."""
+
+    n: int
+    categories: tuple
+    matrix: tuple
+    observed_agreement: float
+    expected_agreement: float
+    kappa: float
+    se: float
+    ci: tuple[float, float]
+    se0: float
+    p_value: float
+    level: float
+
+
+def cohen_kappa(a, b, categories: Sequence, level: float = 0.95) -> Kappa:
+    """Unweighted Cohen's kappa of two category labellings with its Fleiss-Cohen-Everitt CI.
+
+    With p_ij the cell proportions, p_i. and p_.j the margins, p_o = Σ p_ii and p_e = Σ p_i.·p_.i:
+    κ = (p_o − p_e)/(1 − p_e);
+    Var(κ) = [Σ_i p_ii((1 − p_e) − (p_i. + p_.i)(1 − p_o))² + (1 − p_o)² Σ_{i≠j} p_ij(p_.i + p_j.)²
+              − (p_o·p_e − 2p_e + p_o)²] / (n(1 − p_e)⁴);
+    Var₀(κ) = [p_e + p_e² − Σ_i p_i.·p_.i(p_i. + p_.i)] / (n(1 − p_e)²)."""
+    cats = list(categories)
+    la, lb = list(a), list(b)
+    if len(la) != len(lb):
+        raise StatsError(f"the first labelling has {len(la)} cases but the second has {len(lb)}; they must pair up.")
+    if len(la) < 3:
+        raise StatsError(f"at least 3 pairs are needed, got {len(la)}.")
+    index = {c: i for i, c in enumerate(cats)}
+    for name, lab in (("first", la), ("second", lb)):
+        bad = [v for v in lab if v not in index]
+        if bad:
+            raise StatsError(f"the {name} labelling has {bad[0]!r}, which is not one of {cats}.")
+    k, n = len(cats), len(la)
+    m = np.zeros((k, k), int)
+    for x, y in zip(la, lb):
+        m[index[x], index[y]] += 1
+    p = m / n
+    row, col = p.sum(1), p.sum(0)
+    po, pe = float(np.trace(p)), float(row @ col)
+    if pe >= 1:  # both labellings put every case in one and the same category: kappa undefined
+        kappa, se, se0 = float("nan"), float("nan"), float("nan")
+    else:
+        kappa = (po - pe) / (1 - pe)
+        diag = sum(p[i, i] * ((1 - pe) - (row[i] + col[i]) * (1 - po)) ** 2 for i in range(k))
+        off = (1 - po) ** 2 * sum(p[i, j] * (col[i] + row[j]) ** 2 for i in range(k) for j in range(k) if i != j)
+        var = (diag + off - (po * pe - 2 * pe + po) ** 2) / (n * (1 - pe) ** 4)
+        se = float(np.sqrt(max(var, 0.0)))
+        var0 = (pe + pe**2 - float(np.sum(row * col * (row + col)))) / (n * (1 - pe) ** 2)
+        se0 = float(np.sqrt(max(var0, 0.0)))
+    z = _z(level)
+    ci = (max(-1.0, kappa - z * se), min(1.0, kappa + z * se)) if np.isfinite(se) else (float("nan"),) * 2
+    pval = float(2 * st.norm.sf(abs(kappa / se0))) if np.isfinite(se0) and se0 > 0 else float("nan")
+    return Kappa(n, tuple(cats), tuple(tuple(int(v) for v in r) for r in m), po, pe, float(kappa), se,
+                 (float(ci[0]), float(ci[1])), se0, pval, level)

@@ -36,6 +36,17 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def write_private(path: str | Path, text: str) -> None:
+    """Write a file whole (a temporary file renamed over it) and readable by its owner only (0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)
+
+
 _WRITERS: dict[str, threading.Lock] = {}
 _WRITERS_GUARD = threading.Lock()
 
@@ -85,6 +96,17 @@ class StudyTables:
         with self.db.conn:
             self.db.table("readers").update(reader_id, {"revoked": 1})
             self._audit(self.reader(reader_id)["study_id"], "pi", "revoke reader", reader_id)
+
+    def reissue(self, reader_id: str, code_hash: str, salt: str, expires: str) -> None:
+        """A new code for the same reader (worklist and answers kept); the old code stops working."""
+        with self.db.conn:
+            self.db.table("readers").update(reader_id, {"code_hash": code_hash, "salt": salt, "expires": expires,
+                                                        "revoked": 0})
+            self._audit(self.reader(reader_id)["study_id"], "pi", "reissue code", reader_id)
+
+    def reader_standing(self, reader_id: str) -> tuple[int, str, str] | None:
+        """(revoked, expires, code_hash) of a reader (plain SQL: checked on every reading-room request)."""
+        return self.db.conn.execute("select revoked, expires, code_hash from readers where id = ?", [reader_id]).fetchone()
 
     def worklist(self, reader_id: str) -> pd.DataFrame:
         return pd.DataFrame(list(self.db.table("worklist").rows_where("reader_id = ?", [reader_id], order_by="position")))
@@ -168,18 +190,24 @@ class StudyTables:
         self.db.table("audit").insert({"study_id": study_id, "ts": now(), "actor": actor, "action": action,
                                        "detail": detail})
 
-    def login_failure(self, scope: str, ts: float) -> None:
+    def add_login_failures(self, ts: float, keys: tuple[str, ...]) -> None:
+        """One wrong code or password, recorded under each key (its target and its clients)."""
         with self.db.conn:
-            self.db.table("login_failures").insert({"ts": ts, "scope": scope})
+            self.db.table("login_failures").insert_all({"ts": ts, "scope": k} for k in keys)
 
-    def recent_failures(self, scope: str, since: float, until: float) -> int:
-        return self.db.table("login_failures").count_where("scope = ? and ts > ? and ts <= ?", [scope, since, until])
+    def failure_times(self, key: str, since: float) -> list[float]:
+        rows = self.db.conn.execute("select ts from login_failures where scope = ? and ts > ? order by ts", [key, since])
+        return [r[0] for r in rows]
 
 
 class Store(StudyTables):
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path or default_db())
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # owner-only: SQLite gives the -wal and -shm files the database file's permissions
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        if self.path.stat().st_uid == os.getuid():
+            self.path.chmod(0o600)
         conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
         self.db = sqlite_utils.Database(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -219,6 +247,7 @@ class Store(StudyTables):
             t("audit").create({"id": int, "study_id": str, "ts": str, "actor": str, "action": str, "detail": str},
                               pk="id")
             t("login_failures").create({"id": int, "ts": float, "scope": str}, pk="id")
+        t("login_failures").create_index(["scope", "ts"], if_not_exists=True)
 
     def backup(self, out: str | Path) -> int:
         """A consistent copy of the whole database (SQLite online backup API); returns the table count."""
@@ -229,6 +258,7 @@ class Store(StudyTables):
             raise InputError(f"{out}: the backup must not overwrite the database itself.")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(out.suffix + ".part")
+        os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))  # a copy of study data: owner only
         dest = sqlite3.connect(str(tmp))
         with dest:
             self.db.conn.backup(dest)

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import stats
+from . import growth, stats
 from .cohort import CohortCheck, ImageSource
 from .errors import KneeageError, StatsError
 from .imaging import load_radiograph
@@ -53,13 +53,13 @@ def run_model(store: Store, cohort_id: str, predictor: Predictor, source: ImageS
 
     def prepare(cid):
         hit = cache.get(cid)
-        if hit is not None and hit[0].shape[-1] == predictor.input_size:
+        if hit is not None and hit[0].shape[-1] == predictor.input_size and predictor.standard_input:
             return cid, hit[0].astype(np.float32), hit[1], None
         row = cases.loc[cid]
         try:
             rad = load_radiograph(source.read(row["image"]), name=row["image"])
             box = parse_box(row["crop_box"]) or "auto"
-            return cid, predictor.prepare(rad.pixels, box), rad.body_part, None
+            return cid, predictor.prepare(rad.pixels, box, rad.pixel_spacing_mm), rad.body_part, None
         except (KneeageError, OSError) as e:
             return cid, None, None, str(e).rstrip(".")
 
@@ -91,8 +91,11 @@ def run_model(store: Store, cohort_id: str, predictor: Predictor, source: ImageS
 
 def case_table(store: Store, run_id: str) -> pd.DataFrame:
     """The per-case export: de-identified columns plus comparators, one row per case."""
+    from .predictions import own_column
+
     df = store.results(run_id)
-    cols = CASE_COLUMNS + sorted(c for c in df.columns if c.startswith("comparator_"))
+    own = own_column(store.run(run_id))  # a run of predictions made elsewhere is not its own comparator
+    cols = CASE_COLUMNS + sorted(c for c in df.columns if c.startswith("comparator_") and c != own)
     for c in cols:
         if c not in df:
             df[c] = np.nan
@@ -123,58 +126,97 @@ def analyse(cases: pd.DataFrame, n_boot: int = stats.N_BOOT) -> dict:
     """Agreement of the model with the reference on the cases that have both (the summary JSON)."""
     ok = cases[(cases.status == "done") & cases.reference_bone_age_months.notna()].reset_index(drop=True)
     out: dict = {"n_cases": int(len(cases)), "n_done": int((cases.status == "done").sum()),
-                 "n_failed": int((cases.status == "failed").sum()), "n": int(len(ok))}
+                 "n_failed": int((cases.status == "failed").sum()), "n": int(len(ok)),
+                 "n_pending": int((cases.status == "pending").sum())}
+    out["complete"] = out["n_pending"] == 0  # an interrupted run's results are partial, and say so
     flags = cases["flags"].dropna().astype(str).str.split(";").explode()
     out["flags"] = {k: int(v) for k, v in flags[flags != ""].value_counts().items()}  # quality flags raised
     if len(ok) < 3:
         out["note"] = "fewer than 3 cases with both a prediction and a reference; no agreement statistics."
         return out
     pred, ref = ok.predicted_bone_age_months, ok.reference_bone_age_months
-    es = stats.error_summary(pred, ref, n_boot=n_boot)
-    ba = stats.bland_altman(pred, ref)
-    out.update({k: v for k, v in es.as_dict().items() if k != "n"})
-    out.update(sd=ba.sd, loa_lower=ba.loa_lower, loa_upper=ba.loa_upper, loa_lower_ci=list(ba.loa_lower_ci),
-               loa_upper_ci=list(ba.loa_upper_ci), loa_lower_ci_exact=list(ba.loa_lower_ci_exact),
-               loa_upper_ci_exact=list(ba.loa_upper_ci_exact), proportional_bias_slope=ba.slope,
-               proportional_bias_slope_ci=list(ba.slope_ci), proportional_bias_p=ba.slope_p)
-    out["concordance"] = stats.concordance(pred, ref).as_dict()
-    out["passing_bablok"] = stats.passing_bablok(ref, pred).as_dict()
-    out["stratified"] = stats.stratified(ok.assign(age_band=stats.age_band(ok.chronological_age_months.fillna(-1))),
-                                         "predicted_bone_age_months", "reference_bone_age_months",
-                                         n_boot=min(n_boot, 500)).to_dict("records")
+    not_computed: dict[str, str] = {}
+
+    def attempt(name: str, fn: Callable):
+        """One statistic; if it cannot be computed on these data, its reason is recorded and the rest goes on."""
+        try:
+            return fn()
+        except KneeageError as e:
+            not_computed[name] = str(e)
+        except (ValueError, ArithmeticError, IndexError, np.linalg.LinAlgError) as e:
+            not_computed[name] = f"it could not be computed on these data ({type(e).__name__})."
+        return None
+
+    es = attempt("error summary", lambda: stats.error_summary(pred, ref, n_boot=n_boot))
+    if es is not None:
+        out.update({k: v for k, v in es.as_dict().items() if k != "n"})
+    ba = attempt("Bland-Altman", lambda: stats.bland_altman(pred, ref))
+    if ba is not None:
+        out.update(sd=ba.sd, loa_lower=ba.loa_lower, loa_upper=ba.loa_upper, loa_lower_ci=list(ba.loa_lower_ci),
+                   loa_upper_ci=list(ba.loa_upper_ci), loa_lower_ci_exact=list(ba.loa_lower_ci_exact),
+                   loa_upper_ci_exact=list(ba.loa_upper_ci_exact), proportional_bias_slope=ba.slope,
+                   proportional_bias_slope_ci=list(ba.slope_ci), proportional_bias_p=ba.slope_p)
+    for key, name, fn in (("concordance", "Lin's concordance", lambda: stats.concordance(pred, ref).as_dict()),
+                          ("passing_bablok", "Passing-Bablok regression", lambda: stats.passing_bablok(ref, pred).as_dict())):
+        v = attempt(name, fn)
+        if v is not None:
+            out[key] = v
+    out["stratified"] = attempt("stratified results", lambda: stats.stratified(
+        ok.assign(age_band=stats.age_band(ok.chronological_age_months.fillna(-1))), "predicted_bone_age_months",
+        "reference_bone_age_months", n_boot=min(n_boot, 500)).to_dict("records")) or []
     comparisons = {}
     naive = [("chronological age", "chronological_age_months")] + [
         (c.removeprefix("comparator_"), c) for c in ok.columns if c.startswith("comparator_")]
     for label, col in naive:
         both = ok[ok[col].notna()]
         if len(both) >= 3:
-            c = stats.compare_errors(both.predicted_bone_age_months, both[col], both.reference_bone_age_months, n_boot=n_boot)
-            comparisons[label] = c.as_dict() | {"column": col, "mae_other": c.mae_b}
+            c = attempt(f"comparison with {label}", lambda: stats.compare_errors(
+                both.predicted_bone_age_months, both[col], both.reference_bone_age_months, n_boot=n_boot))
+            if c is not None:
+                comparisons[label] = c.as_dict() | {"column": col, "mae_other": c.mae_b}
     out["comparisons"] = comparisons
     worst = ok.assign(abs_error=(pred - ref).abs()).nlargest(min(8, len(ok)), "abs_error")
     out["worst_cases"] = worst[["case_id", "predicted_bone_age_months", "reference_bone_age_months", "abs_error"]].to_dict("records")
     if len(ok) >= 10:
-        rc = recalibrate(pred, ref)
-        rc.pop("corrected")
-        out["recalibration"] = rc
+        rc = attempt("site recalibration", lambda: recalibrate(pred, ref))
+        if rc is not None:
+            rc.pop("corrected")
+            out["recalibration"] = rc
+    clinical = attempt("clinical view", lambda: growth.clinical_view(ok))  # errors over 6/12/24 months, ±2 SD, knee growth (#20)
+    if clinical is not None:
+        out["clinical"] = clinical
+    out["not_computed"] = not_computed
     return json.loads(json.dumps(out, default=float))
 
 
 # ------------------------------------------------------------------------------------- pooling
 
 
-def read_bundle(path) -> tuple[pd.DataFrame, dict]:
-    """A site bundle's de-identified per-case table and its metadata."""
+BUNDLE_MEMBER_MB = 512  # cases.csv of 100,000 cases is ~20 MB; anything far larger is not a bundle
+
+
+def read_bundle(source, name: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """A site bundle's de-identified per-case table and its metadata, from a path or the bundle's bytes.
+    Errors name the file (``name``, else the path), never its contents."""
     import io
     import zipfile
 
-    name = getattr(path, "name", str(path))
+    if name is None:
+        name = "bundle" if isinstance(source, (bytes, bytearray)) else str(getattr(source, "name", source))
     try:
-        with zipfile.ZipFile(path if not isinstance(path, bytes) else io.BytesIO(path)) as z:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as z:
+            members = {i.filename: i for i in z.infolist()}
+            for need in ("cases.csv", "meta.json"):
+                if need not in members:
+                    raise KneeageError(f"{name}: not a kneeage site bundle (it has no {need}).")
+                if members[need].file_size > BUNDLE_MEMBER_MB * 2**20:
+                    raise KneeageError(f"{name}: not a kneeage site bundle ({need} unpacks to over {BUNDLE_MEMBER_MB} MB).")
             cases = pd.read_csv(io.BytesIO(z.read("cases.csv")))
             meta = json.loads(z.read("meta.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
-        raise KneeageError(f"{name}: not a kneeage site bundle ({e}).") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, UnicodeDecodeError, RuntimeError):
+        raise KneeageError(f"{name}: not a kneeage site bundle (not a readable zip with cases.csv and meta.json).") from None
+    if not isinstance(meta, dict):
+        raise KneeageError(f"{name}: not a kneeage site bundle (meta.json is not an object).")
     for need in ("predicted_bone_age_months", "reference_bone_age_months", "status"):
         if need not in cases:
             raise KneeageError(f"{name}: the bundle's cases.csv has no {need!r} column.")
@@ -199,8 +241,20 @@ def _heterogeneity(est: np.ndarray, se: np.ndarray) -> dict:
             "I2": max(0.0, (q - df) / q) if q > 0 else 0.0, "tau2": tau2}
 
 
+def _site_clinical(ok: pd.DataFrame) -> dict:
+    """One site's clinical view of error as flat columns for the pooling table (issue #20)."""
+    cv = growth.clinical_view(ok)
+    row = {f"over_{t}": (cv.get("over") or {}).get(str(t), {}).get("share") for t in stats.WITHIN_MONTHS}
+    row["kappa"] = (cv.get("sds_agreement") or {}).get("kappa")
+    row["knee_over_1cm"] = (cv.get("knee_growth") or {}).get("share")
+    return row
+
+
 def pool(bundles: list[tuple[pd.DataFrame, dict]], n_boot: int = stats.N_BOOT) -> dict:
     """Per-site MAE and bias with CIs, heterogeneity across sites, and all cases pooled."""
+    if len(bundles) < 2:
+        raise StatsError(f"pooling needs at least two readable site bundles; there {'is' if len(bundles) == 1 else 'are'} "
+                         f"{len(bundles)}.")
     sites, frames = [], []
     for cases, meta in bundles:
         ok = cases[(cases.status == "done") & cases.reference_bone_age_months.notna()
@@ -213,7 +267,7 @@ def pool(bundles: list[tuple[pd.DataFrame, dict]], n_boot: int = stats.N_BOOT) -
         sites.append({"site": label, "model_hash": meta.get("model_hash"), "n": s.n, "mae": s.mae,
                       "mae_lower": s.mae_ci[0], "mae_upper": s.mae_ci[1], "mae_se": float(np.abs(e).std(ddof=1) / np.sqrt(s.n)),
                       "bias": s.bias, "bias_lower": s.bias_ci[0], "bias_upper": s.bias_ci[1],
-                      "bias_se": float(e.std(ddof=1) / np.sqrt(s.n))})
+                      "bias_se": float(e.std(ddof=1) / np.sqrt(s.n)), **_site_clinical(ok)})
         frames.append(ok.assign(site=label))
     if len({s["site"] for s in sites}) < len(sites):
         raise StatsError("two bundles come from the same site and cohort; pool each bundle once.")
@@ -222,7 +276,7 @@ def pool(bundles: list[tuple[pd.DataFrame, dict]], n_boot: int = stats.N_BOOT) -
     allc = pd.concat(frames, ignore_index=True)
     pooled = stats.error_summary(allc.predicted_bone_age_months, allc.reference_bone_age_months, n_boot=n_boot)
     return {"sites": table.to_dict("records"), "n_sites": len(sites), "same_model": len(hashes) <= 1,
-            "pooled": pooled.as_dict(),
+            "pooled": pooled.as_dict(), "clinical": json.loads(json.dumps(growth.clinical_view(allc), default=float)),
             "mae_heterogeneity": _heterogeneity(table.mae.to_numpy(), table.mae_se.to_numpy()) if len(sites) > 1 else None,
             "bias_heterogeneity": _heterogeneity(table.bias.to_numpy(), table.bias_se.to_numpy()) if len(sites) > 1 else None}
 
@@ -235,6 +289,9 @@ def results_for(store: Store, run_id: str, n_boot: int = stats.N_BOOT) -> tuple[
     meta = {"site": cohort["site"], "cohort": cohort["name"], "cohort_id": cohort["id"], "run_id": run_id,
             "model_name": run["model_name"], "model_hash": run["model_hash"],
             "synthetic_demo": bool(run["synthetic_demo"]), "assumptions": json.loads(cohort["assumptions"] or "[]")}
+    from .predictions import source_of
+
+    meta["prediction_source"] = source_of(run)  # a model here, an imported file, or a column made elsewhere
     return cases, analyse(cases, n_boot), meta
 
 
@@ -246,13 +303,15 @@ def worst_gallery(store: Store, run_id: str, predictor: Predictor, worst: list[d
     from .predict import overlay
 
     run = store.run(run_id)
+    if method not in predictor.saliency_methods:  # an imported model: what its runtime allows, or its reason why not
+        method = predictor.saliency_methods[0] if predictor.saliency_methods else method
     source = source or open_source(store.cohort(run["cohort_id"])["source"])
     cases = store.cases(run["cohort_id"]).set_index("case_id")
     out = []
     for w in worst:
         row = cases.loc[w["case_id"]]
         rad = load_radiograph(source.read(row["image"]), name=row["image"])
-        x = predictor.prepare(rad.pixels, parse_box(row["crop_box"]) or "auto")
+        x = predictor.prepare(rad.pixels, parse_box(row["crop_box"]) or "auto", rad.pixel_spacing_mm)
         sal = predictor.saliency(x, row["sex"], method, chron_months=row["chronological_age_months"])
         out.append({"case_id": w["case_id"], "overlay": overlay(x, sal, 0.5),
                     "predicted": w["predicted_bone_age_months"], "reference": w["reference_bone_age_months"]})

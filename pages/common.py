@@ -25,23 +25,32 @@ def store():
     return st.session_state.store
 
 
+def client() -> tuple[str, ...]:
+    """This browser session as a lock-out key. Not the network address: behind the hospital's proxy every
+    user shares one, and one stranger's wrong codes would lock them all out."""
+    import secrets
+
+    return (f"session:{st.session_state.setdefault('client_id', secrets.token_hex(8))}",)
+
+
 def require_pi() -> None:
-    """Stop the page unless this browser session has signed in with the PI password (first run: set it).
-    Reader sessions never pass this: reading codes do not open PI pages."""
+    """Stop the page unless this browser session has signed in with the PI password. On a fresh install
+    the password is set on the server, or here with the one-time setup token from the server log; never
+    by whoever opens the page first. Reader sessions never pass this: reading codes do not open PI pages."""
     from kneeage import KneeageError, access
 
     if st.session_state.get("pi"):
         return
     if not access.pi_configured():
-        st.info("First run: set the PI password that protects the validation, pooling and study pages. "
-                "Only its hash is stored (access.json in the study folder).")
+        st.info("No PI password is set yet. " + access.setup_token_hint())
+        token = st.text_input("One-time setup token", type="password", key="pi_token")
         new = st.text_input("New PI password (at least 10 characters)", type="password", key="pi_new")
         again = st.text_input("Repeat it", type="password", key="pi_again")
         if st.button("Set password", key="pi_set", type="primary"):
             try:
                 if new != again:
                     raise KneeageError("The two passwords differ.")
-                access.set_pi_password(new)
+                access.set_pi_password(new, setup_token=token or "", store=store(), clients=client())
                 st.session_state.pi = True
                 st.rerun()
             except KneeageError as e:
@@ -50,7 +59,7 @@ def require_pi() -> None:
     pw = st.text_input("PI password", type="password", key="pi_password")
     if st.button("Sign in", key="pi_login", type="primary"):
         try:
-            access.check_pi_password(store(), pw)
+            access.check_pi_password(store(), pw, client())
             st.session_state.pi = True
             st.rerun()
         except KneeageError as e:
@@ -59,21 +68,26 @@ def require_pi() -> None:
 
 
 @st.cache_data(show_spinner="Analysing the run…", max_entries=16)
-def run_report(db_path: str, run_id: str, counts: str):
+def run_report(db_path: str, run_id: str, counts: str, partial_bundle: bool = False):
     """A validation run's cases, summary, metadata, figures and export files, recomputed only when the
-    run's results change (``counts``), not on every widget interaction."""
+    run's results change (``counts``), not on every widget interaction. An interrupted run gets a site
+    bundle only with ``partial_bundle``."""
     from kneeage import plots, report, validation
 
     from kneeage.store import Store
 
     cases, summary, meta = validation.results_for(Store(db_path), run_id)
     figs = plots.validation_figures(cases, summary, plots.DEMO_NOTE if meta["synthetic_demo"] else None)
-    return cases, summary, meta, figs, report.validation_exports(cases, summary, meta, figs)
+    return cases, summary, meta, figs, report.validation_exports(cases, summary, meta, figs, partial_bundle)
 
 
 @st.cache_data(show_spinner="Saliency for the largest errors…", max_entries=16)
 def worst_gallery(db_path: str, run_id: str, worst: list, _source):
+    from pathlib import Path
+
     from kneeage import validation
     from kneeage.store import Store
 
-    return validation.worst_gallery(Store(db_path), run_id, predictor(), worst, _source)
+    model_dir = Store(db_path).run(run_id)["model_dir"] or ""
+    pred = load_predictor(model_dir) if Path(model_dir).is_dir() else predictor()  # the run's own model where it is here
+    return validation.worst_gallery(Store(db_path), run_id, pred, worst, _source)

@@ -20,9 +20,9 @@ if not files:
 bundles = []
 for f in files:
     try:
-        bundles.append(validation.read_bundle(f.getvalue()))
+        bundles.append(validation.read_bundle(f.getvalue(), f.name))
     except KneeageError as e:
-        st.error(f"{f.name}: {str(e).split(': ', 1)[-1]}")
+        st.error(str(e))
 try:
     result = validation.pool(bundles)
 except KneeageError as e:

@@ -8,7 +8,7 @@ from kneeage import KneeageError, readerstudy
 from kneeage.imaging import to_uint8
 from kneeage.plots import radiograph_figure
 from kneeage.predict import overlay
-from pages.common import predictor, store
+from pages.common import client, predictor, store
 
 st.title("Reading room")
 db = store()
@@ -18,13 +18,20 @@ if "reader" not in st.session_state:
     code = st.text_input("Access code", type="password", key="code")
     if st.button("Enter", key="enter", type="primary") and code:
         try:
-            st.session_state.reader = readerstudy.authenticate(db, code)
+            st.session_state.reader = readerstudy.authenticate(db, code, client())
             st.rerun()
         except KneeageError as e:
             st.error(str(e))
     st.stop()
 
 reader = st.session_state.reader
+try:
+    readerstudy.check_standing(db, reader)  # revoked, re-issued or expired since sign-in: out at once
+except KneeageError as e:
+    for k in ("reader", "started", "revisit_position"):
+        st.session_state.pop(k, None)
+    st.error(str(e))
+    st.stop()
 top = st.columns([3, 1])
 top[0].caption(f"Reader: {reader['name']} · study {db.study(reader['study_id'])['name']}")
 if top[1].button("Leave", key="leave"):

@@ -2,11 +2,12 @@
 
 import streamlit as st
 
-from kneeage import KneeageError, case, report
+from kneeage import KneeageError, case, growth, report
 from kneeage.imaging import load_radiograph
 from kneeage.phantom import DEMO_CASES, demo_case_dicom
 from kneeage.plots import box_from_selection, crop_figure
 from kneeage.predict import years_months
+from kneeage.reference import MAX_AGE_MONTHS
 from pages.common import predictor
 
 st.title("Single case")
@@ -48,10 +49,11 @@ c1, c2 = st.columns(2)
 sex = c1.radio("Sex", ["F", "M"], index=["F", "M"].index(rad.sex) if rad.sex in ("F", "M") else None,
                key=f"sex_{key}", horizontal=True, format_func={"F": "Female", "M": "Male"}.get,
                help="Filled in from the DICOM header when present; change it if it is wrong.")
-file_age = rad.chronological_age_months
-age = c2.number_input("Chronological age (months)", 0.0, 240.0, round(file_age, 1) if file_age is not None else None,
-                      1.0, key=f"age_{key}",
+file_age, age_problem = case.header_age(rad)
+age = c2.number_input("Chronological age (months)", 0.0, MAX_AGE_MONTHS, file_age, 1.0, key=f"age_{key}",
                       help="From the DICOM birth and study dates when present; leave empty if unknown (no SDS then).")
+if age_problem:
+    st.warning(age_problem, icon=":material/event_busy:")
 if rad.sex or file_age is not None:
     st.caption("Sex and age were read from the file's header (the dates themselves are not kept).")
 if sex is None:
@@ -91,8 +93,12 @@ if p.synthetic_demo:
 m1, m2, m3 = st.columns(3)
 m1.metric("Bone age", years_months(p.bone_age_months), help=f"{p.bone_age_months:.1f} months")
 lo, hi = p.interval_months
-m2.metric(f"{p.interval_level:.0%} interval", f"{lo:.0f}–{hi:.0f} mo",
-          help="Calibrated on the model's cross-validation folds (split conformal, by predicted-age band).")
+if lo == lo:  # an imported model whose card gives no interval rule has none (NaN)
+    m2.metric(f"{p.interval_level:.0%} interval", f"{lo:.0f}–{hi:.0f} mo",
+              help="Calibrated on the model's cross-validation folds (split conformal, by predicted-age band), or the "
+                   "imported model card's interval rule.")
+else:
+    m2.metric("Interval", "—", help="The model's card gives no interval rule.")
 if result.sds is not None:
     m3.metric("Bone-age SDS", f"{result.sds.sds:+.2f}", result.sds.category, delta_color="off", delta_arrow="off")
     st.caption(result.sds.sentence())
@@ -103,16 +109,43 @@ st.write(f"**{p.bone_age_months:.1f} months**; per-fold values: "
 with st.expander(f"Model: {p.model_name} · hash {p.model_hash}"):
     st.json(predictor().card.summary())
 
+st.subheader("Growth (decision support)")
+growth_result = None
+if st.toggle("Show remaining growth, limb lengths and adult height", key="growth_on"):
+    st.caption(growth.DECISION_SUPPORT)
+    g = st.columns(4)
+    height = g[0].number_input("Current height (cm)", 30.0, 230.0, None, 0.5, key="growth_height")
+    femur = g[1].number_input("Femur length (cm)", 1.0, 130.0, None, 0.1, key="growth_femur")
+    tibia = g[2].number_input("Tibia length (cm)", 1.0, 130.0, None, 0.1, key="growth_tibia")
+    lld = g[3].number_input("Limb-length discrepancy (cm)", 0.0, 50.0, None, 0.1, key="growth_lld")
+    try:
+        growth_result = growth.growth_panel(p.bone_age_months, p.interval_months, result.sex,
+                                            result.chronological_age_months, height, femur, tibia, lld)
+    except KneeageError as e:
+        st.error(str(e))
+    if growth_result is not None:
+        st.dataframe([{"quantity": i.label, "value": round(i.value, 3 if not i.unit else 1), "low": round(i.low, 3 if not i.unit else 1),
+                       "high": round(i.high, 3 if not i.unit else 1), "unit": i.unit, "note": i.note, "source": i.source}
+                      for i in growth_result.items], hide_index=True, key="growth_table")
+        for note in growth_result.notes:
+            st.info(note)
+        st.caption(f"Ranges span the bone-age interval {lo:.0f}–{hi:.0f} months. Tables and their sources: docs/growth.md.")
+
 st.subheader("Saliency")
 s1, s2 = st.columns([1, 2])
-method = s1.selectbox("Method", list(case.SALIENCY_METHODS), format_func=case.SALIENCY_METHODS.get, key="saliency")
+method = s1.selectbox("Method", list(predictor().saliency_methods or ["gradient"]), format_func=case.SALIENCY_METHODS.get,
+                      key="saliency")
 opacity = s1.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
-over = case.saliency_overlay(predictor(), model_input, result.sex, method, opacity, result.chronological_age_months)
-s2.image(over, caption=f"{case.SALIENCY_METHODS[method]} on the model input (fold 0)", width=420)
+try:
+    over = case.saliency_overlay(predictor(), model_input, result.sex, method, opacity, result.chronological_age_months)
+    s2.image(over, caption=f"{case.SALIENCY_METHODS[method]} on the model input (fold 0)", width=420)
+except KneeageError as e:  # an ONNX model has no gradients; the sentence says so
+    over = None
+    s2.info(str(e), icon=":material/visibility_off:")
 
 d1, d2 = st.columns(2)
 stem = result.file.rsplit(".", 1)[0]
-d1.download_button("Download report (HTML)", report.case_html(result, model_input, over, case.SALIENCY_METHODS[method]),
+d1.download_button("Download report (HTML)", report.case_html(result, model_input, over, case.SALIENCY_METHODS[method] if over is not None else None, growth_result),
                    f"{stem}_kneeage.html", "text/html", key="dl_html")
-d2.download_button("Download result (JSON)", report.case_json(result), f"{stem}_kneeage.json", "application/json",
+d2.download_button("Download result (JSON)", report.case_json(result, growth_result), f"{stem}_kneeage.json", "application/json",
                    key="dl_json")

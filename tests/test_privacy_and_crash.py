@@ -44,6 +44,25 @@ def _cohort(d, n=6):
     pd.DataFrame(rows).to_csv(d / "manifest.csv", index=False)
 
 
+def damaged_dicom(path) -> None:
+    """A phantom carrying every secret whose SOPClassUID claims 512 bytes: pydicom then reads the rest of the
+    header as that UID and, unless kneeage silences it, prints those raw bytes as a warning (issue 14.11)."""
+    import struct
+
+    ph = render_knee(100, "F", 9, 128)
+    buf = io.BytesIO()
+    write_dicom(buf, ph.stored, ph.truth, birth=date(2012, 3, 4), study=date(2024, 5, 6), patient_id="X")
+    ds = pydicom.dcmread(io.BytesIO(buf.getvalue()))
+    for k, v in SECRETS.items():
+        setattr(ds, k, v)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    data = bytearray(out.getvalue())
+    at = data.find(b"\x08\x00\x16\x00UI", 132)
+    struct.pack_into("<H", data, at + 6, 0x200)
+    path.write_bytes(bytes(data))
+
+
 def _all_bytes(paths):
     for p in paths:
         if p.is_file():
@@ -55,10 +74,19 @@ def _all_bytes(paths):
                         yield p / n, z.read(n)
 
 
-def _leaks(paths):
+def _needles():
     parts = [p for v in SECRETS.values() if "^" in v for p in v.split("^") if len(p) >= 5]
-    needles = [*SECRETS.values(), *parts, PRIVATE, *DATES]
-    return [(str(p), n) for p, data in _all_bytes(paths) for n in needles if n.encode() in data or n.encode("utf-16-le") in data]
+    return [*SECRETS.values(), *parts, PRIVATE, *DATES]
+
+
+def _leaks(paths):
+    return [(str(p), n) for p, data in _all_bytes(paths) for n in _needles()
+            if n.encode() in data or n.encode("utf-16-le") in data]
+
+
+def text_leaks(text: str) -> list[str]:
+    """Identifying values found in a log or console output."""
+    return [n for n in _needles() if n in text]
 
 
 def _validate(d, home, out, *extra):
@@ -70,14 +98,28 @@ def _validate(d, home, out, *extra):
     return r
 
 
-def test_nothing_identifying_is_stored_or_exported(tmp_path):
+def test_nothing_identifying_is_stored_exported_or_logged(tmp_path):
     d, home, out = tmp_path / "cohort", tmp_path / "home", tmp_path / "out"
     _cohort(d)
+    damaged_dicom(d / "images" / "damaged.dcm")
+    with open(d / "manifest.csv", "a") as f:
+        f.write("S999,images/damaged.dcm,F,2012-03-04,2024-05-06,X,Y,100\n")
     assert _leaks([d / "images" / "k0.dcm"])  # the inputs really carry the secrets
     r = _validate(d, home, out)
     stored = [p for p in home.rglob("*")] + [p for p in out.rglob("*")]
     assert any(p.name == "kneeage.db" for p in stored) and any(p.name == "site_bundle.zip" for p in stored)
     assert _leaks(stored) == []
+    assert "row 8 (S999): error: unreadable: images/damaged.dcm: the DICOM object contains no image pixel data" in r.stderr
+    info = subprocess.run([sys.executable, "-m", "kneeage", "info", str(d / "images" / "damaged.dcm"),
+                           str(d / "images" / "k1.dcm")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert info.returncode == 1 and '"ok": true' in info.stdout  # k1 decodes; the damaged one is refused
+    assert text_leaks(r.stdout + r.stderr + info.stdout + info.stderr) == []  # issue 14.11
+    # issue 14.12: the database and its WAL/SHM files are the owner's alone
+    modes = {p.name: p.stat().st_mode & 0o777 for p in home.glob("kneeage.db*")}
+    assert "kneeage.db" in modes and set(modes.values()) == {0o600}, modes
+    backup = subprocess.run([sys.executable, "-m", "kneeage", "backup", "--out", str(tmp_path / "b.db")], cwd=ROOT,
+                            env=dict(os.environ, KNEEAGE_HOME=str(home)), capture_output=True, text=True, timeout=120)
+    assert backup.returncode == 0 and (tmp_path / "b.db").stat().st_mode & 0o777 == 0o600
     assert "identifying columns dropped" in r.stderr
     cases = pd.read_csv(out / "cases.csv")
     assert cases.chronological_age_months.round(0).tolist() == [146.0] * 6  # the derived age is kept

@@ -88,16 +88,37 @@ def test_codes_are_hashed_and_bad_expired_withdrawn_codes_refused(study):
         rs.authenticate(store, code)
 
 
-def test_failed_codes_lock_out(study):
+def test_wrong_codes_lock_out_their_client_only(study):
+    """Issue 14.9: a stranger's wrong codes lock the stranger's session, never another reader's valid code;
+    many clients together only slow a code down (at most a minute)."""
     store, sid = study
     code = rs.invite(store, sid, "Dr Lock")
+    rid = code.split("-")[0]
     t0 = 1000.0  # a clock long past, so these failures do not lock out the other tests
-    for _ in range(rs.MAX_FAILURES):
+    stranger = ("session:stranger",)
+    for _ in range(access.CLIENT_MAX):
         with pytest.raises(AccessError, match="not valid"):
-            rs.authenticate(store, "AAAAAA-bad", clock=lambda: t0)
-    with pytest.raises(AccessError, match="Too many wrong codes"):
-        rs.authenticate(store, code, clock=lambda: t0 + 1)
-    assert rs.authenticate(store, code, clock=lambda: t0 + rs.FAILURE_WINDOW_S + 1)["name"] == "Dr Lock"
+            rs.authenticate(store, f"{rid}-bad", stranger, clock=lambda: t0)
+    with pytest.raises(AccessError, match="Too many wrong attempts from this browser"):
+        rs.authenticate(store, code, stranger, clock=lambda: t0 + 1)
+    assert rs.authenticate(store, code, ("session:dr-lock",), clock=lambda: t0 + 1)["name"] == "Dr Lock"
+    # the stranger's session opens again after the window, and backs off doubling after that
+    t = t0
+    for _ in range(access.CLIENT_MAX):  # one more wrong code each time the lock ends: 20 in all
+        t += access.WINDOW_S + 1
+        with pytest.raises(AccessError, match="not valid"):
+            rs.authenticate(store, "AAAAAA-bad", stranger, clock=lambda: t)
+    with pytest.raises(AccessError, match="Too many"):  # now locked for twice the window
+        rs.authenticate(store, code, stranger, clock=lambda: t + access.WINDOW_S + 1)
+    assert rs.authenticate(store, code, stranger, clock=lambda: t + 2 * access.WINDOW_S + 1)["id"] == rid
+    # a distributed attack on one code from many sessions: the code is slowed, and its reader waits ≤ 60 s
+    t1 = 5000.0
+    for i in range(access.TARGET_MAX):
+        with pytest.raises(AccessError, match="not valid"):
+            rs.authenticate(store, f"{rid}-guess{i}", (f"session:bot{i}",), clock=lambda: t1)
+    with pytest.raises(AccessError, match="try again in"):
+        rs.authenticate(store, code, ("session:dr-lock",), clock=lambda: t1 + 0.5)
+    assert rs.authenticate(store, code, ("session:dr-lock",), clock=lambda: t1 + 1)["id"] == rid
 
 
 def test_blinding_isolation_and_locked_answers(study):
@@ -225,6 +246,19 @@ def test_headless_administration(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["analysis.html", "analysis.json", "audit.csv", "reads.csv"]
     r = run(main, ["study", "invite", "nosuch", "--reader", "X"])
     assert r.exit_code == 2 and "study 'nosuch' does not exist" in r.output
+    # revoke and re-issue (issue 14.8), and the PI password set on the server (14.10)
+    rid = codes[0].split("-")[0]
+    r = run(main, ["study", "revoke", sid, rid])
+    assert r.exit_code == 0 and store.reader(rid)["revoked"] == 1
+    r = run(main, ["study", "reissue", sid, rid])
+    new = r.output.strip()
+    assert r.exit_code == 0 and new.startswith(rid + "-") and rs.authenticate(store, new)["id"] == rid
+    assert run(main, ["study", "revoke", sid, "nobody"]).exit_code == 2
+    r = run(main, ["pi-password"], input="short\nshort\n")
+    assert r.exit_code == 2 and "at least 10 characters" in r.output and not access.pi_configured()
+    r = run(main, ["pi-password"], input="a server-side password\na server-side password\n")
+    assert r.exit_code == 0 and access.pi_configured()
+    access.check_pi_password(store, "a server-side password")
 
 
 def test_washout_and_allowed_changes(home):
@@ -255,3 +289,32 @@ def test_revisit_is_refused_when_changes_are_not_allowed(study):
     rs.submit(store, reader, rs.next_task(store, reader), 70.0, 1.0)
     with pytest.raises(AccessError, match="does not allow changing"):
         rs.revisit(store, reader, 0)
+
+
+def test_revoked_or_reissued_code_stops_an_open_session(study):
+    """Issue 14.8: revoke and re-issue exist, and every request re-checks the reader's standing."""
+    store, sid = study
+    code = rs.invite(store, sid, "Dr Gone")
+    reader = rs.authenticate(store, code)
+    task = rs.next_task(store, reader)
+    rs.revoke(store, sid, reader["id"])
+    for call in (lambda: rs.next_task(store, reader), lambda: rs.submit(store, reader, task, 100.0, 5.0),
+                 lambda: rs.task_image(store, reader, task)):
+        with pytest.raises(AccessError, match="withdrawn"):
+            call()
+    assert not len(store.reads(reader_id=reader["id"]))
+    new = rs.reissue(store, sid, reader["id"].lower())
+    assert new != code and new.split("-")[0] == reader["id"]
+    with pytest.raises(AccessError, match="not valid"):
+        rs.authenticate(store, code)
+    with pytest.raises(AccessError, match="replaced by a new one"):
+        rs.next_task(store, reader)  # a session opened with the old code
+    again = rs.authenticate(store, new)
+    assert rs.next_task(store, again).position == task.position  # same worklist
+    store.db.table("readers").update(again["id"], {"expires": (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()})
+    with pytest.raises(AccessError, match="expired"):
+        rs.submit(store, again, task, 100.0, 5.0)
+    with pytest.raises(InputError, match="not in study"):
+        rs.revoke(store, sid, "ZZZZZZ")
+    actions = [r[0] for r in store.db.execute("select action from audit where detail = ?", [reader["id"]])]
+    assert "revoke reader" in actions and "reissue code" in actions

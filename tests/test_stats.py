@@ -223,6 +223,12 @@ def test_passing_bablok():
     # hand-computed shifted median for a small set: slopes {1, 3, 2} → median 2
     small = stats.passing_bablok([0, 1, 2], [0, 1, 4])
     assert small.slope == 2
+    # at least half the slopes below −1: the shifted median has no element, a StatsError and not an IndexError (#14.2)
+    for x, y in (([100, 100, 100], [3, 1, 2]), (np.arange(12.0), -2 * np.arange(12.0))):
+        with pytest.raises(StatsError, match="cannot estimate a slope"):
+            stats.passing_bablok(x, y)
+    # a mild negative trend still fits (the shift keeps the median inside the slopes)
+    assert stats.passing_bablok(np.arange(12.0), -0.5 * np.arange(12.0) + np.sin(np.arange(12.0))).slope < 0
 
 
 def test_compare_errors(pefr):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from kneeage import stats, validation
-from kneeage.cohort import FolderSource, ZipSource, check_cohort, read_manifest
+from kneeage.cohort import FolderSource, ZipSource, check_cohort, manifest_in, read_manifest
 from kneeage.errors import InputError
 from kneeage.phantom import render_hand, write_cohort, write_dicom
 from kneeage.predict import Predictor
@@ -72,7 +72,7 @@ def test_every_manifest_problem_is_reported_with_row_and_reason(cohort):
         (8, "warning", "reference bone age is missing"),
         (10, "error", "the image is identical to row 9's"),
         (12, "warning", "the DICOM header says body part 'HAND', not a knee"),
-        (13, "error", "image file '../../etc/passwd' is not in " + str(cohort.resolve())),
+        (13, "error", "image file '../../etc/passwd' is refused: its path leaves the images folder"),
         (14, "error", "sex is missing"),
         (15, "error", "Crop box '1,2,3' is not four numbers x0,y0,x1,y1"),
     }
@@ -106,6 +106,73 @@ def test_units_dates_and_identifying_columns(cohort):
         read_manifest(b"case_id,sex\n1,F\n")
 
 
+def test_refusal_reasons_reach_the_dry_run(cohort, tmp_path, monkeypatch):
+    """Issue 14.7: traversal, absolute paths, links out of the folder, FIFOs, oversized files and refused zip
+    members are each reported with their own reason, not as 'not in the folder'."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    first = sorted((cohort / "images").iterdir())[0]
+    (d / "ok.dcm").write_bytes(first.read_bytes())
+    (tmp_path / "outside.dcm").write_bytes(first.read_bytes())
+    (d / "out.dcm").symlink_to(tmp_path / "outside.dcm")
+    os.mkfifo(d / "pipe.dcm")
+    (d / "big.dcm").write_bytes(b"\0" * 3 * 2**20)
+    monkeypatch.setenv("KNEEAGE_MAX_MEMBER_MB", "2")
+    names = ["ok.dcm", "../outside.dcm", "/etc/passwd", "out.dcm", "pipe.dcm", "big.dcm", "gone.dcm"]
+    m = pd.DataFrame({"case_id": [f"c{i}" for i in range(len(names))], "image": names, "sex": "F",
+                      "chronological_age_months": 100, "reference_bone_age_months": 100})
+    check = check_cohort(read_manifest(m.to_csv(index=False).encode()), FolderSource(d))
+    got = {p.row: p.problem for p in check.problems.itertuples() if p.severity == "error"}
+    assert got[3] == "image file '../outside.dcm' is refused: its path leaves the images folder"
+    assert got[4] == "image file '/etc/passwd' is refused: its path leaves the images folder"
+    assert got[5] == "image file 'out.dcm' is refused: its path leaves the images folder (through a link)"
+    assert got[6] == "image file 'pipe.dcm' is refused: it is not a regular file (a folder, pipe or device)"
+    assert got[7].startswith("image file 'big.dcm' is refused: it unpacks to 3 MB") and "KNEEAGE_MAX_MEMBER_MB" in got[7]
+    assert got[8] == f"image file 'gone.dcm' is not in {d.resolve()}"
+    assert 2 not in got and check.summary["usable"] == 1
+    # the same reasons from a zip
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("site/manifest.csv", m.to_csv(index=False))
+        z.write(first, "site/ok.dcm")
+        z.writestr("site/big.dcm", b"\0" * 3 * 2**20, compress_type=zipfile.ZIP_STORED)
+        link = zipfile.ZipInfo("site/out.dcm")
+        link.external_attr = 0o120777 << 16
+        z.writestr(link, "../../outside.dcm")
+    src = ZipSource(buf.getvalue(), "site.zip")
+    check = check_cohort(read_manifest(manifest_in(src)), src)
+    got = {p.row: p.problem for p in check.problems.itertuples() if p.severity == "error"}
+    assert got[5] == "image file 'out.dcm' is refused in site.zip: it is a symbolic link"
+    assert got[7].startswith("image file 'big.dcm' is refused in site.zip: it unpacks to 3 MB")
+    assert got[3] == "image file '../outside.dcm' is refused in site.zip: its path leaves the archive"
+    assert got[8] == "image file 'gone.dcm' is not in site.zip" and 2 not in got
+
+
+def test_a_huge_zip_member_is_refused_without_reading_it(tmp_path, monkeypatch):
+    """Issue 14.6: one member that unpacks past the cap is refused from its header; one whose header lies
+    is read streamed and cut at the cap, so memory stays bounded."""
+    import resource
+
+    path = tmp_path / "big.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("huge.dcm", "w", force_zip64=True) as f:
+            chunk = b"\0" * 2**24
+            for _ in range(40):  # 640 MB of zeros, ~0.6 MB compressed (ratio ~1000)
+                f.write(chunk)
+    monkeypatch.setenv("KNEEAGE_MAX_MEMBER_RATIO", "5000")  # only the size cap stands in the way
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    src = ZipSource(path)
+    with pytest.raises(InputError, match="huge.dcm is refused in big.zip: it unpacks to 640 MB"):
+        src.read("huge.dcm")
+    # a header that lies about the size: the stream stops one byte past the cap
+    monkeypatch.setenv("KNEEAGE_MAX_MEMBER_MB", "100000")
+    src = ZipSource(path)
+    monkeypatch.setenv("KNEEAGE_MAX_MEMBER_MB", "8")
+    with pytest.raises(InputError, match="huge.dcm is refused: it unpacks to 8 MB or more"):
+        src.read("huge.dcm")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # kB: far below 640 MB
+
+
 def test_zip_source_refuses_traversal_links_bombs_and_nested(cohort):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -124,7 +191,7 @@ def test_zip_source_refuses_traversal_links_bombs_and_nested(cohort):
     assert src.refused["images/link.dcm"] == "it is a symbolic link"
     assert "zip bomb" in src.refused["images/bomb.dcm"]
     assert "../evil.dcm" in src.refused
-    with pytest.raises(InputError, match="images/link.dcm: refused in site.zip: it is a symbolic link"):
+    with pytest.raises(InputError, match="images/link.dcm is refused in site.zip: it is a symbolic link"):
         src.read("images/link.dcm")
     with pytest.raises(InputError, match="zip archive inside the archive"):
         src.read("images/nested.zip")
@@ -166,6 +233,24 @@ def test_run_results_and_exports_agree_with_stats(cohort, predictor, tmp_path):
     # a second model version keeps both runs
     other = store.run_for(cid, "other", "ffff", "x", False)
     assert other != rid and len(store.runs(cid)) == 2 and len(store.pending(other)) == 24
+
+
+def test_a_statistic_that_cannot_be_computed_is_reported_and_the_rest_goes_on(tmp_path):
+    """Every reference 120 and predictions falling: Passing-Bablok has no slope (#14.2); the run still
+    gets its summary, figures and exports, and says what was not computed."""
+    from kneeage import plots, report
+
+    n = 12
+    cases = pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "sex": ["F", "M"] * (n // 2),
+                          "chronological_age_months": np.linspace(60, 180, n), "reference_bone_age_months": 120.0,
+                          "predicted_bone_age_months": np.linspace(180, 60, n), "status": "done", "flags": ""})
+    summary = validation.analyse(cases, n_boot=200)
+    assert "passing_bablok" not in summary and "cannot estimate a slope" in summary["not_computed"]["Passing-Bablok regression"]
+    assert summary["mae"] == pytest.approx(np.abs(np.linspace(180, 60, n) - 120).mean()) and summary["comparisons"]
+    figs = plots.validation_figures(cases, summary)
+    assert {"scatter", "bland_altman"} <= set(figs)
+    paths = report.write_validation(tmp_path, cases, summary, {"site": "S"}, figs)
+    assert "Not computed: Passing-Bablok regression" in paths["report"].read_text()
 
 
 def test_crash_mid_run_then_resume_loses_and_doubles_nothing(cohort, tmp_path):

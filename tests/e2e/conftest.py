@@ -34,6 +34,7 @@ def app_url(tmp_path_factory):
     os.environ["KNEEAGE_E2E_HOME"] = home  # tests that prepare data for the server write here
     env = dict(os.environ, HF_HUB_OFFLINE="1", KNEEAGE_HOME=home)
     log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w")
+    os.environ["KNEEAGE_E2E_LOG"] = log.name  # tests scan the server's log for identifying values
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",

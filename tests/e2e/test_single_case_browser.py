@@ -35,3 +35,15 @@ def test_upload_a_non_image_and_see_the_refusal(page, tmp_path):
     f.write_text("Dear colleague, this is not a radiograph.")
     page.locator('input[type="file"]').first.set_input_files(str(f))
     expect(page.get_by_text("letter.txt: it is not an image file")).to_be_visible()
+
+
+def test_a_damaged_dicom_is_refused_and_nothing_identifying_reaches_the_server_log(page, tmp_path):
+    """Issue 14.11: pydicom's warning about the damaged element would print the raw header to the log."""
+    from tests.test_privacy_and_crash import damaged_dicom, text_leaks
+
+    f = tmp_path / "damaged.dcm"
+    damaged_dicom(f)
+    page.locator('input[type="file"]').first.set_input_files(str(f))
+    expect(page.get_by_text("damaged.dcm: the DICOM object contains no image pixel data")).to_be_visible()
+    log = open(os.environ["KNEEAGE_E2E_LOG"]).read()
+    assert text_leaks(log) == [] and "Traceback" not in log

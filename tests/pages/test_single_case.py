@@ -110,3 +110,19 @@ def test_non_image_is_refused():
     at = _app()
     at.file_uploader(key="file").upload("notes.txt", b"not an x-ray", "text/plain").run()
     assert [e.value for e in at.error] == ["notes.txt: it is not an image file (neither DICOM nor PNG, JPEG or TIFF)."]
+
+
+def test_header_age_outside_the_range_is_a_message_and_an_empty_field():
+    """An adult's film (or a wrong birth date) must not crash the age field (issue 14.1)."""
+    from kneeage.phantom import render_knee
+
+    at = _app()
+    ph = render_knee(150, "M", 4, 256)
+    buf = io.BytesIO()
+    write_dicom(buf, ph.stored, ph.truth, birth=date(1960, 1, 1), study=date(2025, 1, 1), patient_id="A1")
+    at.file_uploader(key="file").upload("adult.dcm", buf.getvalue(), "application/dicom").run()
+    assert not at.exception
+    assert any("outside the 0-240 months" in w.value for w in at.warning)
+    assert at.number_input[0].value is None
+    at.number_input[0].set_value(150.0).run()
+    assert not at.exception and _metrics(at)["Bone-age SDS"] != "—"

@@ -60,17 +60,26 @@ def test_reader_enters_code_reads_and_sees_only_their_worklist(study):
     # the same browser session cannot open the PI dashboard without the PI password
     at.switch_page("pages/study_admin.py").run()
     assert not at.get("dataframe") and at.title[0].value == "Reader studies (PI)"
-    assert any("First run" in i.value for i in at.info)
+    assert any("No PI password is set yet" in i.value for i in at.info)
     assert all(f"{v:.1f}" not in _texts(at) for v in refs)
 
 
 def test_pi_first_run_sign_in_invite_and_analysis(study):
     store, sid = study
     at = _app("pages/study_admin.py")
-    at.text_input(key="pi_new").set_value("a long pi password")
-    at.text_input(key="pi_again").set_value("a long pi password")
+    # issue 14.10: the first visitor cannot set the PI password; the one-time token from the server can
+    assert any("one-time setup token" in i.value for i in at.info)
+    token_file = access.home() / "pi_setup_token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    for token in ("", "a guess"):
+        at.text_input(key="pi_token").set_value(token)
+        at.text_input(key="pi_new").set_value("a long pi password")
+        at.text_input(key="pi_again").set_value("a long pi password")
+        at.button(key="pi_set").click().run()
+        assert any("setup token is wrong" in e.value for e in at.error) and not access.pi_configured()
+    at.text_input(key="pi_token").set_value(token_file.read_text())
     at.button(key="pi_set").click().run()
-    assert not at.exception and access.pi_configured()
+    assert not at.exception and access.pi_configured() and not token_file.exists()
     at.text_input(key="invite_name").set_value("Dr New")
     at.button(key="invite").click().run()
     code = at.code[0].value

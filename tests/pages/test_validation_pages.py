@@ -24,20 +24,18 @@ def cohort_zip(tmp_path_factory):
 
 
 def _page(path):
-    """The page after PI sign-in (first run: the password is set on the page itself)."""
+    """The page after PI sign-in."""
     from kneeage import access
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
     at.run()
     at.switch_page(path).run()
     assert not at.exception and not at.get("file_uploader")  # nothing before sign-in
-    if access.pi_configured():
-        at.text_input(key="pi_password").set_value("validation pi password")
-        at.button(key="pi_login").click().run()
-    else:
-        at.text_input(key="pi_new").set_value("validation pi password")
-        at.text_input(key="pi_again").set_value("validation pi password")
-        at.button(key="pi_set").click().run()
+    if not access.pi_configured():
+        access.set_pi_password("validation pi password")  # on the server, as `python -m kneeage pi-password` does
+        at.run()
+    at.text_input(key="pi_password").set_value("validation pi password")
+    at.button(key="pi_login").click().run()
     assert not at.exception
     return at
 
@@ -84,3 +82,74 @@ def test_validation_flow_and_bundles_pool(cohort_zip, tmp_path, monkeypatch):
     m = {x.label: x.value for x in pool.metric}
     assert m["Sites"] == "2" and m["Cases"] == "24"
     assert len(pool.get("plotly_chart")) == 2 and any("I²" in c.value for c in pool.caption)
+
+
+def _zip(d, skip=()):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and p.name not in ("truth.csv", *skip):
+                z.write(p, str(p.relative_to(d)))
+    return buf.getvalue()
+
+
+def test_new_run_is_shown_stale_dry_run_cleared_partial_run_marked(cohort_zip, tmp_path, monkeypatch):
+    """Issue 14.3 and 14.4: after a run the results show that run (not an older one), a changed manifest
+    clears the dry run and its Run button, and an interrupted run is marked partial with no bundle."""
+    import pandas as pd
+
+    from kneeage import validation
+    from kneeage.cohort import FolderSource, check_cohort, read_manifest
+    from kneeage.predict import Predictor
+    from kneeage.store import Store
+
+    monkeypatch.setenv("KNEEAGE_HOME", str(tmp_path))
+    older = tmp_path / "older"
+    write_cohort(older, 6, seed=31, size=160)
+    store, pred = Store(), Predictor()
+    check = check_cohort(read_manifest(older / "manifest.csv"), FolderSource(older))
+    cid = validation.ingest(store, check, "older cohort", "Site Old", FolderSource(older))
+    partial = store.run_for(cid, pred.card.name, pred.hash, str(pred.model_dir), True)  # interrupted after 4 cases
+    store.save_results(partial, [{"case_id": c, "status": "done", "predicted_bone_age_months": 100.0}
+                                 for c in check.cases.case_id[:4]])
+
+    at = _page("pages/validation.py")
+    assert any("PARTIAL RUN: 2 of 6 cases" in e.value for e in at.error)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Download site_bundle.zip" not in labels and "Download report.html" in labels
+    at.checkbox(key="partial_bundle").check().run()
+    assert "Download site_bundle.zip" in [b.proto.label for b in at.get("download_button")]
+
+    at.text_input(key="site").set_value("Site New")
+    at.file_uploader(key="zip").upload("cohort.zip", cohort_zip, "application/zip").run()
+    at.button(key="check").click().run()
+    at.button(key="run").click().run()
+    assert not at.exception
+    new_run = at.selectbox(key="run_pick").value
+    assert new_run != partial and not any("PARTIAL RUN" in e.value for e in at.error)
+    exported = {b.proto.label: b for b in at.get("download_button")}
+    assert "Download site_bundle.zip" in exported
+    cases = validation.case_table(Store(), new_run)
+    assert store.cohort(store.run(new_run)["cohort_id"])["site"] == "Site New" and len(cases) == 12
+
+    # a manifest without a sex column replaces the one inside the zip: the old dry run must go
+    at.button(key="check").click().run()
+    assert at.button(key="run")
+    m = pd.read_csv(io.BytesIO(zipfile.ZipFile(io.BytesIO(cohort_zip)).read("site_export/manifest.csv")))
+    at.file_uploader(key="manifest").upload("nosex.csv", m.drop(columns="sex").to_csv(index=False).encode(), "text/csv").run()
+    assert not at.exception
+    assert any("changed since the dry run" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "run"] and not [x for x in at.metric if x.label == "Usable"]
+
+
+def test_a_cohort_zip_dropped_on_pooling_is_named_not_dumped(cohort_zip, tmp_path, monkeypatch):
+    """Issue 14.5: the error names the file in one short sentence; the zip's bytes never reach the page."""
+    monkeypatch.setenv("KNEEAGE_HOME", str(tmp_path))
+    pool = _page("pages/pooling.py")
+    pool.file_uploader(key="bundles").upload("cohort.zip", cohort_zip, "application/zip")
+    pool.file_uploader(key="bundles").upload("junk.zip", b"PK\x03\x04 not really a zip", "application/zip").run()
+    assert not pool.exception
+    errors = [e.value for e in pool.error]
+    assert "cohort.zip: not a kneeage site bundle (it has no cases.csv)." in errors
+    assert any(e.startswith("junk.zip: not a kneeage site bundle") for e in errors)
+    assert all(len(e) < 300 for e in errors)
