@@ -44,7 +44,8 @@ class CaseResult:
             "crop_box": list(self.box),
             "bone_age_months": round(p.bone_age_months, 2),
             "bone_age_years_months": self.bone_age_text,
-            "interval_months": [round(v, 2) for v in p.interval_months],
+            "interval_months": ([round(v, 2) for v in p.interval_months]
+                                if all(math.isfinite(v) for v in p.interval_months) else None),
             "interval_level": p.interval_level,
             "fold_values_months": [round(v, 2) for v in p.fold_values_months],
             "flags": list(p.flags),

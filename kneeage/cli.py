@@ -122,7 +122,7 @@ def predict(files, sex, chron, model_dir, crop, as_json):
     from .case import analyse
     from .errors import KneeageError
     from .imaging import load_radiograph
-    from .predict import DEFAULT_MODEL_DIR, Predictor
+    from .predict import DEFAULT_MODEL_DIR, Predictor, interval_text
 
     pred = _guard(lambda: Predictor(model_dir or DEFAULT_MODEL_DIR))
     failed = 0
@@ -141,11 +141,10 @@ def predict(files, sex, chron, model_dir, crop, as_json):
         if as_json:
             click.echo(json.dumps(d))
         else:
-            lo, hi = d["interval_months"]
             sds = f", SDS {d['bone_age_sds']:+.2f} ({d['sds_category']})" if "bone_age_sds" in d else ""
             demo = "  [synthetic demo model, not clinical]" if d["synthetic_demo"] else ""
             click.echo(f"{f}: bone age {d['bone_age_years_months']} ({d['bone_age_months']:.1f} mo), "
-                       f"{d['interval_level']:.0%} interval {lo:.1f}-{hi:.1f} mo{sds}; "
+                       f"{d['interval_level']:.0%} interval {interval_text(d['interval_months'])}{sds}; "
                        f"flags: {', '.join(d['flags']) or 'none'}{demo}")
     sys.exit(1 if failed else 0)
 

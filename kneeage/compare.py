@@ -20,7 +20,6 @@ import json
 from dataclasses import dataclass
 from itertools import combinations
 
-import numpy as np
 import pandas as pd
 
 from . import stats

@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import tomllib
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -317,8 +318,10 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
 
 
 def _short(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    text = (lines[-1] if lines else type(e).__name__).rstrip(".")
+    """A runtime's error message as one clause: lines joined, boilerplate advice and trailing full stops dropped."""
+    lines = [ln.strip().rstrip(".") for ln in str(e).strip().splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Please fix either")]
+    text = "; ".join(lines).replace(". ", "; ") or type(e).__name__
     return text if len(text) <= 240 else text[:237] + "…"
 
 
@@ -458,7 +461,7 @@ class OnnxRunner(Runner):
         if card.output_name and card.output_name not in names:
             raise ModelError(f"{self.label} has no output {card.output_name!r} (its outputs: {', '.join(names)}).")
         self.output = card.output_name or names[0]
-        self.batch = 1 if shape[0] == 1 else None  # a model exported for one image at a time
+        self.batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None  # a fixed batch size, if any
 
     _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
@@ -472,17 +475,23 @@ class OnnxRunner(Runner):
         return v.astype(dtype)
 
     def raw(self, image, side):
-        chunks = range(0, len(image), self.batch or max(1, len(image)))
+        n = len(image)
+        step = self.batch or max(1, n)
         outs = []
-        for i in chunks:
-            j = i + (self.batch or len(image))
-            feeds = {self.card.image_input: self._feed(self.card.image_input, image[i:j])}
-            feeds |= {k: self._feed(k, v[i:j]) for k, v in side.items()}
+        for i in range(0, n, step):
+            take = np.arange(i, min(i + step, n))
+            if self.batch:  # a model exported with a fixed batch size: pad the last chunk with copies
+                take = np.concatenate([take, np.full(step - len(take), take[-1])])
+            feeds = {self.card.image_input: self._feed(self.card.image_input, image[take])}
+            feeds |= {k: self._feed(k, v[take]) for k, v in side.items()}
             try:
-                outs.append(np.asarray(self.session.run([self.output], feeds)[0], np.float64))
+                y = np.asarray(self.session.run([self.output], feeds)[0], np.float64)
             except _ort_errors() as e:
                 raise ModelError(f"{self.label} failed on the inputs the card describes "
                                  f"({self.card.describe_inputs()}): {_short(e)}.") from None
+            if self.batch and y.ndim and len(y) == step:
+                y = y[: min(step, n - i)]
+            outs.append(y)
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
 
 
@@ -496,7 +505,9 @@ class TorchScriptRunner(Runner):
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         try:
-            self.module = torch.jit.load(str(self.path), map_location=self.device).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream, still the format sites share
+                self.module = torch.jit.load(str(self.path), map_location=self.device).eval()
         except (RuntimeError, ValueError, OSError) as e:
             raise ModelError(f"{self.label}: not a readable TorchScript model ({_short(e)}).") from None
         try:
@@ -583,7 +594,7 @@ def check_model(runner: Runner, test_image: str | Path | None = None) -> dict:
     from .phantom import render_knee
 
     c = runner.card
-    ages = [a for a in PHANTOM_AGES]
+    ages = list(PHANTOM_AGES)
     sexes = ["F", "M"] * (len(ages) // 2)
     chron = list(ages)
     imgs = [runner.prepare(render_knee(a, s, rng=k, size=max(128, min(c.size * 2, 512))).pixels, "auto")

@@ -60,6 +60,14 @@ class Prediction:
         return d
 
 
+def interval_text(interval, digits: int = 1) -> str:
+    """'lo – hi months', or a sentence when the model gives no interval (an imported model without an
+    interval rule)."""
+    if interval is None or not all(np.isfinite(v) for v in interval):
+        return "none (the model's card gives no interval rule)"
+    return f"{interval[0]:.{digits}f} – {interval[1]:.{digits}f} months"
+
+
 def years_months(months: float) -> str:
     """12.5 → '1 y 0 mo' style text for display (rounded to whole months)."""
     m = int(round(months))

@@ -20,7 +20,7 @@ from PIL import Image
 from . import __version__
 
 from .case import CaseResult
-from .predict import FLAG_TEXT
+from .predict import FLAG_TEXT, interval_text
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}
 .flag{background:#fff3cd;border-left:4px solid #e0a800;padding:.5rem 1rem;margin:.5rem 0}
@@ -60,10 +60,9 @@ def case_html(result: CaseResult, model_input: np.ndarray, overlay_rgb: np.ndarr
     """A one-page report: flags first, then the numbers, the model input and the saliency overlay."""
     d = result.as_dict()
     e = html.escape
-    lo, hi = d["interval_months"]
     rows = [
         ("Bone age", f"{d['bone_age_years_months']} ({d['bone_age_months']:.1f} months)"),
-        (f"{d['interval_level']:.0%} interval", f"{lo:.1f} – {hi:.1f} months"),
+        (f"{d['interval_level']:.0%} interval", interval_text(d["interval_months"])),
         ("Per-fold values (months)", ", ".join(f"{v:.1f}" for v in d["fold_values_months"])),
         ("Sex", d["sex"]),
         ("Chronological age", "not given" if d["chronological_age_months"] is None

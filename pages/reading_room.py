@@ -7,7 +7,7 @@ import streamlit as st
 from kneeage import KneeageError, readerstudy
 from kneeage.imaging import to_uint8
 from kneeage.plots import radiograph_figure
-from kneeage.predict import overlay
+from kneeage.predict import overlay, years_months
 from pages.common import client, predictor, store
 
 st.title("Reading room")
@@ -69,11 +69,15 @@ with right:
     contrast = st.slider("Contrast", 0.5, 3.0, 1.0, 0.1, key=f"contrast_{task.position}")
     if task.arm == "assisted" and task.model_estimate_months is not None:
         m = task.model_estimate_months
-        st.info(f"Model's estimate: {int(m // 12)} y {int(round(m % 12))} mo ({m:.0f} months). "
-                "Synthetic demo model — for the study's demonstration only.", icon=":material/smart_toy:")
+        demo = db.run(db.study(reader["study_id"])["run_id"])["synthetic_demo"]  # the card of the study's model
+        st.info(f"Model's estimate: {years_months(m)} ({m:.0f} months)."
+                + (" Synthetic demo model — for the study's demonstration only." if demo else ""), icon=":material/smart_toy:")
         p = predictor()
-        x = p.prepare(rad.pixels, "auto")
-        st.image(overlay(x, p.saliency(x, task.sex or "F", "gradcam"), 0.5), caption="Model saliency (Grad-CAM)", width=260)
+        if "gradcam" in p.saliency_methods:
+            x = p.prepare(rad.pixels, "auto")
+            st.image(overlay(x, p.saliency(x, task.sex or "F", "gradcam"), 0.5), caption="Model saliency (Grad-CAM)", width=260)
+        else:
+            st.caption("This model has no saliency map (its runtime gives no gradients).")
     y = st.number_input("Bone age: years", 0, 20, None, key=f"years_{task.position}")
     mo = st.number_input("and months", 0, 11, 0, key=f"months_{task.position}")
     conf = st.select_slider("Confidence (optional)", [None, 1, 2, 3, 4, 5], None, key=f"conf_{task.position}",
