@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.interpolate import CubicSpline
 
 from .reference import sd_months
 
@@ -39,6 +40,9 @@ BOY_TEMPO = 15.0 / 17.0
 EVENT_JITTER_Y = 0.35
 MU_SOFT = 0.021  # 1/mm, soft tissue at a diagnostic knee spectrum (order of magnitude)
 MU_BONE = 0.038  # 1/mm, cortical bone excess over soft tissue
+MU_FAT = 0.016  # 1/mm, fat (about 0.8 of muscle)
+MU_METAL = 0.45  # 1/mm, stainless steel implants
+MATURE_YEARS = 17.5  # girls' scale: physeal scars gone, density stops rising; nothing more to read
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,12 @@ class PhantomTruth:
     rotation_deg: float
     exposure: float
     physis_open: float  # 1 open ... 0 fused (femur for knees, radius for hands)
-    femoral_epiphysis_ratio: float  # epiphysis width / metaphysis width (knee); radius (hand)
+    femoral_epiphysis_ratio: float  # epiphysis width / metaphysis width (knee); radius growth (hand)
+    skeletally_mature: bool = False  # past full fusion: the film carries no more maturity information
+    detector_mm: str = ""  # cassette / detector format, short x long side
+    magnification: float = 1.0
+    region_px: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # knee (or hand) region x0, y0, x1, y1
+    artefacts: str = ""  # ";"-joined: harris_lines, cast, metal
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,78 +93,199 @@ def _smooth(a, b, x):
     return t * t * (3 - 2 * t)
 
 
-def _ellipsoid(X, Y, cx, cy, ax, ay, depth=None):
-    """Projected thickness (mm) of an ellipsoid with semi-axes ax, ay and depth semi-axis (default ax)."""
-    depth = ax if depth is None else depth
-    q = 1.0 - ((X - cx) / ax) ** 2 - ((Y - cy) / ay) ** 2
-    return 2.0 * depth * np.sqrt(np.clip(q, 0.0, None))
+def _outline(angles_deg, radii):
+    """A closed smooth outline r(θ) through control radii (θ in degrees from +x; y points down)."""
+    a = np.deg2rad(np.asarray(angles_deg, float))
+    order = np.argsort(a)
+    a, r = a[order], np.asarray(radii, float)[order]
+    cs = CubicSpline(np.append(a, a[0] + 2 * np.pi), np.append(r, r[0]), bc_type="periodic")
+    return lambda th: cs(np.mod(th - a[0], 2 * np.pi) + a[0])
 
 
-def _rod(X, Y, cx, y0, y1, radius, soft=1.0):
-    """Projected thickness of a vertical cylinder between y0 < y1; radius may be an array over Y."""
-    t = 2.0 * np.sqrt(np.clip(radius**2 - (X - cx) ** 2, 0.0, None))
-    ramp = np.clip((Y - y0) / soft, 0, 1) * np.clip((y1 - Y) / soft, 0, 1)
-    return t * ramp
+def _bump(th, centre_deg, width_deg):
+    """A smooth bump of height 1 at ``centre_deg`` on the circle (θ in radians)."""
+    d = np.angle(np.exp(1j * (th - np.deg2rad(centre_deg))))
+    return np.exp(-(d / np.deg2rad(width_deg)) ** 2)
 
 
-def _texture(shape, rng, scale_px):
-    n = rng.standard_normal(shape).astype(np.float32)
-    t = ndimage.gaussian_filter(n, max(scale_px, 0.6)) - ndimage.gaussian_filter(n, max(3 * scale_px, 1.5))
-    return t / (t.std() + 1e-6)
+def _ellipse_radii(angles_deg, a, b, p=2.0):
+    """Radii of a superellipse |x/a|^p + |y/b|^p = 1 (p = 2: an ellipse; larger: boxier) at the given
+    angles (degrees)."""
+    th = np.deg2rad(np.asarray(angles_deg, float))
+    return (np.abs(np.cos(th) / a) ** p + np.abs(np.sin(th) / b) ** p) ** (-1 / p)
+
+
+# ------------------------------------------------------------------------------ acquisition
 
 
 @dataclass
 class _Acq:
     rows: int
     cols: int
-    spacing: float
+    spacing: float  # mm per pixel in the patient plane (detector pitch / magnification)
     rotation: float
     flip: bool
-    shift: tuple[float, float]
+    shift: tuple[float, float]  # mm: where the anatomy's origin lies from the film centre
     exposure: float
     photometric: str
     bits: int
-    collimation: tuple[float, float, float, float]
+    collimation: tuple[float, float, float, float]  # unexposed share of the film: top, bottom, left, right
+    detector_mm: tuple[int, int]  # (long, short) side of the cassette / detector
+    magnification: float
+    edge: float  # CR unsharp-mask gain
+    grid_period_px: float  # 0: no grid lines
 
 
-def _acquisition(rng, size, fov_mm, aspect, standard=False) -> _Acq:
-    """Random acquisition; ``standard`` gives a centred, unrotated, uncollimated right-side film."""
-    rows = int(size)
-    cols = int(round(size * aspect))
-    spacing = fov_mm / rows
-    acq = _Acq(
-        rows=rows,
-        cols=cols,
-        spacing=spacing,
-        rotation=float(rng.uniform(-8, 8)),
-        flip=bool(rng.random() < 0.5),
-        shift=(float(rng.normal(0, 0.04 * fov_mm)), float(rng.normal(0, 0.04 * fov_mm))),
-        exposure=float(rng.lognormal(0, 0.35)),
-        photometric=str(rng.choice(["MONOCHROME1", "MONOCHROME2"])),
-        bits=int(rng.choice([10, 12, 14, 15, 16])),
-        collimation=tuple(float(v) for v in rng.uniform(0.0, 0.09, 4)),
-    )
+KNEE_DETECTORS = ((240, 180), (300, 240), (430, 350))  # mm: 18×24, 24×30, 35×43 cm
+HAND_DETECTORS = ((240, 180), (300, 240))
+
+
+def _acquisition(rng, size, detectors, anatomy_mm, field, standard=False) -> _Acq:
+    """A film on a real detector format: the anatomy at its physical size (magnified 1.05-1.15×), so a
+    small child fills less of the frame; collimated to ``field`` × ``anatomy_mm`` around it (height,
+    width in mm, drawn per film). ``standard``: a 24×30 cm film, ×1.10, centred, unrotated, no
+    collimation, no grid, the right side, so anatomy can be measured from the pixels."""
     if standard:
-        acq.rotation, acq.flip, acq.shift, acq.exposure, acq.collimation = 0.0, False, (0.0, 0.0), 1.0, (0, 0, 0, 0)
+        det = detectors[1] if len(detectors) > 1 else detectors[0]
+    else:  # the smallest format the collimated field fits, sometimes a bigger one (what was at hand)
+        need = field[0] * anatomy_mm * 1.1
+        fits = [d for d in detectors if d[0] >= need] or [detectors[-1]]
+        det = fits[0] if rng.random() < 0.75 or len(fits) == 1 else fits[1]
+    mag = 1.10 if standard else float(rng.uniform(1.05, 1.15))
+    rows = int(size)
+    cols = int(round(size * det[1] / det[0]))
+    spacing = det[0] / rows / mag
+    fov_h, fov_w = rows * spacing, cols * spacing
+    acq = _Acq(rows=rows, cols=cols, spacing=spacing, rotation=0.0, flip=False, shift=(0.0, 0.0), exposure=1.0,
+               photometric="MONOCHROME2", bits=12, collimation=(0.0, 0.0, 0.0, 0.0), detector_mm=det,
+               magnification=mag, edge=0.5, grid_period_px=0.0)
+    if standard:
+        return acq
+    acq.rotation = float(rng.uniform(-8, 8))
+    acq.flip = bool(rng.random() < 0.5)
+    acq.exposure = float(rng.lognormal(0, 0.35))
+    acq.photometric = str(rng.choice(["MONOCHROME1", "MONOCHROME2"]))
+    acq.bits = int(rng.choice([10, 12, 14, 15, 16]))
+    acq.edge = float(rng.uniform(0.0, 1.2))  # DR (none) to strong CR edge enhancement
+    acq.grid_period_px = float(rng.uniform(2.2, 4.0)) if rng.random() < 0.3 else 0.0
+    # The collimated field (patient mm), placed on the film with some slack; the anatomy sits inside it.
+    fh = min(field[0] * anatomy_mm, fov_h)
+    fw = min(field[1] * anatomy_mm, fov_w)
+    fy = float(rng.uniform(-(fov_h - fh) / 2, (fov_h - fh) / 2)) * 0.6
+    fx = float(rng.uniform(-(fov_w - fw) / 2, (fov_w - fw) / 2)) * 0.6
+    acq.shift = (fx + float(rng.normal(0, 0.05 * fw)), fy + float(rng.normal(0, 0.05 * fh)))
+    top = (fov_h / 2 + fy - fh / 2) / fov_h
+    bottom = (fov_h / 2 - fy - fh / 2) / fov_h
+    left = (fov_w / 2 + fx - fw / 2) / fov_w
+    right = (fov_w / 2 - fx - fw / 2) / fov_w
+    acq.collimation = tuple(float(max(0.0, v)) for v in (top, bottom, left, right))
     return acq
 
 
-def _grid(acq: _Acq):
-    """Patient coordinates (mm) of each pixel after rotation, shift and left/right flip."""
-    yy, xx = np.mgrid[0 : acq.rows, 0 : acq.cols].astype(np.float32)
-    x = (xx - (acq.cols - 1) / 2) * acq.spacing - acq.shift[0]
-    y = (yy - (acq.rows - 1) / 2) * acq.spacing - acq.shift[1]
-    th = np.deg2rad(acq.rotation)
-    X = np.cos(th) * x + np.sin(th) * y
-    Y = -np.sin(th) * x + np.cos(th) * y
-    if acq.flip:
-        X = -X
-    return X, Y
+class _Canvas:
+    """The film's pixel grid in patient coordinates (mm; x lateral or radial, y toward the feet or
+    fingertips... as each renderer sets it) and its inverse, so each structure is evaluated only within
+    its own bounding box."""
+
+    def __init__(self, acq: _Acq):
+        self.acq = acq
+        yy, xx = np.mgrid[0 : acq.rows, 0 : acq.cols].astype(np.float32)
+        x = (xx - (acq.cols - 1) / 2) * acq.spacing - acq.shift[0]
+        y = (yy - (acq.rows - 1) / 2) * acq.spacing - acq.shift[1]
+        th = np.deg2rad(acq.rotation)
+        self.X = np.cos(th) * x + np.sin(th) * y
+        self.Y = -np.sin(th) * x + np.cos(th) * y
+        if acq.flip:
+            self.X = -self.X
+
+    def to_pixel(self, x, y):
+        """Pixel (column, row) of patient point(s): the inverse of the grid above."""
+        a = self.acq
+        x = np.asarray(x, float) * (-1 if a.flip else 1)
+        y = np.asarray(y, float)
+        th = np.deg2rad(a.rotation)
+        u, v = np.cos(th) * x - np.sin(th) * y, np.sin(th) * x + np.cos(th) * y
+        return (u + a.shift[0]) / a.spacing + (a.cols - 1) / 2, (v + a.shift[1]) / a.spacing + (a.rows - 1) / 2
+
+    def box(self, x0, y0, x1, y1):
+        """Pixel slices covering the patient rectangle [x0, x1] × [y0, y1]; None if off the film."""
+        c, r = self.to_pixel(np.array([x0, x1, x0, x1]), np.array([y0, y0, y1, y1]))
+        c0, c1 = max(int(np.floor(c.min())) - 1, 0), min(int(np.ceil(c.max())) + 2, self.acq.cols)
+        r0, r1 = max(int(np.floor(r.min())) - 1, 0), min(int(np.ceil(r.max())) + 2, self.acq.rows)
+        return (slice(r0, r1), slice(c0, c1)) if c0 < c1 and r0 < r1 else None
+
+    def zeros(self):
+        return np.zeros(self.X.shape, np.float32)
+
+    def dome(self, cx, cy, r_of, rmax, depth, clip=None):
+        """Projected thickness (mm) of a star-shaped body: outline r(θ) around (cx, cy), rounded profile of
+        half-depth ``depth``; ``clip(x, y)`` (0-1) may cut it, e.g. along a physis."""
+        out = self.zeros()
+        sl = self.box(cx - rmax, cy - rmax, cx + rmax, cy + rmax)
+        if sl is None:
+            return out
+        x, y = self.X[sl], self.Y[sl]
+        dx, dy = x - cx, y - cy
+        r = np.maximum(r_of(np.arctan2(dy, dx)), 1e-3)
+        t = 2.0 * depth * np.sqrt(np.clip(1.0 - (dx * dx + dy * dy) / (r * r), 0.0, None))
+        out[sl] = t if clip is None else t * clip(x, y)
+        return out
+
+    def ellipse(self, cx, cy, ax, ay, depth=None):
+        return self.dome(cx, cy, lambda th: ax * ay / np.hypot(ay * np.cos(th), ax * np.sin(th)), max(ax, ay),
+                         ax if depth is None else depth)
+
+    def rod(self, cx, y0, y1, half_width, depth_ratio=1.0, soft=0.8, clip=None):
+        """A bone along y from y0 to y1 (mm) whose half-width is ``half_width(y)``, oval in section
+        (``depth_ratio`` = AP depth / width); its ends fade over ``soft`` mm."""
+        out = self.zeros()
+        reach = float(np.max(half_width(np.linspace(y0, y1, 64)))) + 1
+        sl = self.box(cx - reach, y0, cx + reach, y1)
+        if sl is None:
+            return out
+        x, y = self.X[sl], self.Y[sl]
+        h = half_width(y)
+        t = 2.0 * depth_ratio * np.sqrt(np.clip(h * h - (x - cx) ** 2, 0.0, None))
+        t = t * np.clip((y - y0) / soft, 0, 1) * np.clip((y1 - y) / soft, 0, 1)
+        out[sl] = t if clip is None else t * clip(x, y)
+        return out
+
+    def limb_rod(self, cx, cy, angle, length, half_width, depth_ratio=1.0, soft=0.6):
+        """A bone of ``length`` centred at (cx, cy) pointing at ``angle`` (0: toward -y); ``half_width(v)``
+        over v ∈ [-length/2 (distal), length/2 (proximal)]. Returns the thickness and (u, v) coordinates."""
+        out = self.zeros()
+        reach = length / 2 + float(np.max(half_width(np.linspace(-length / 2, length / 2, 32)))) + 1
+        sl = self.box(cx - reach, cy - reach, cx + reach, cy + reach)
+        if sl is None:
+            return out
+        c, s = np.cos(angle), np.sin(angle)
+        dx, dy = self.X[sl] - cx, self.Y[sl] - cy
+        u, v = dx * c + dy * s, -dx * s + dy * c
+        h = half_width(v)
+        cap = np.minimum(h, length / 4)  # rounded ends: a base or a head, not a cut tube
+        past = np.clip((np.abs(v) - (length / 2 - cap)) / cap, 0.0, 1.0)
+        h = h * np.sqrt(np.clip(1.0 - past * past, 0.0, None))
+        t = 2.0 * depth_ratio * np.sqrt(np.clip(h * h - u * u, 0.0, None))
+        out[sl] = t * np.clip((v + length / 2) / soft, 0, 1) * np.clip((length / 2 - v) / soft, 0, 1)
+        return out
+
+    def texture(self, rng, along_mm, across_mm):
+        """Trabecular texture: band-passed noise, stretched along the film's vertical (the bones' axis,
+        the principal stress lines) by ``along_mm`` / ``across_mm``."""
+        s = self.acq.spacing
+        n = rng.standard_normal(self.X.shape).astype(np.float32)
+        fine = ndimage.gaussian_filter(n, (max(along_mm / s, 0.5), max(across_mm / s, 0.5)))
+        coarse = ndimage.gaussian_filter(n, (max(3 * along_mm / s, 1.5), max(3 * across_mm / s, 1.5)))
+        t = fine - coarse
+        return t / (t.std() + 1e-6)
 
 
-def _expose(rng, acq: _Acq, soft_mm, bone_mm, marker: str):
-    """Beer-Lambert, scatter, blur, quantum noise, log; then collimation, marker and storage."""
+def _expose(rng, acq: _Acq, soft_mm, bone_mm, marker: str, metal_mm=None):
+    """Beer-Lambert, scatter, blur, quantum noise, log; CR edge enhancement and grid lines; then
+    collimation, the burned-in marker and storage."""
     atten = MU_SOFT * soft_mm + MU_BONE * bone_mm
+    if metal_mm is not None:
+        atten = atten + MU_METAL * metal_mm
     primary = np.exp(-atten)
     scatter = 0.25 * ndimage.gaussian_filter(primary, 25.0 / acq.spacing * 0.2 + 4)
     signal = primary + scatter
@@ -163,11 +293,17 @@ def _expose(rng, acq: _Acq, soft_mm, bone_mm, marker: str):
     photons = 4000.0 * acq.exposure
     noisy = rng.poisson(np.clip(signal, 1e-4, None) * photons).astype(np.float32) / photons
     log = -np.log(np.clip(noisy, 0.5 / photons, None))  # bone bright
-    lo, hi = np.percentile(log, 0.5), np.percentile(log, 99.8)
-    img = np.clip((log - lo) / (hi - lo + 1e-6) * 0.85 + 0.03, 0, 1)
-    # Collimation: unexposed film is as bright as the densest bone.
+    if acq.edge:  # CR/DR processing: unsharp mask at ~2 mm
+        log = log + acq.edge * (log - ndimage.gaussian_filter(log, 2.0 / acq.spacing))
     t, b, left, r = acq.collimation
     R, C = acq.rows, acq.cols
+    inside = log[int(t * R) : R - int(b * R), int(left * C) : C - int(r * C)]
+    inside = inside if inside.size else log
+    lo, hi = np.percentile(inside, 0.5), np.percentile(inside, 99.8)
+    img = np.clip((log - lo) / (hi - lo + 1e-6), 0, 1) ** 2.0 * 0.9 + 0.03  # a LUT that favours bone, as CR processing does
+    if acq.grid_period_px:  # stationary anti-scatter grid: faint lines across the film
+        img = np.clip(img + 0.012 * np.sin(2 * np.pi * np.arange(C) / acq.grid_period_px)[None, :], 0, 1)
+    # Collimation: unexposed film is as bright as the densest bone.
     img[: int(t * R)] = 1.0
     img[R - int(b * R) :] = 1.0
     img[:, : int(left * C)] = 1.0
@@ -180,21 +316,28 @@ def _expose(rng, acq: _Acq, soft_mm, bone_mm, marker: str):
     return stored, img.astype(np.float32)
 
 
-def _finish_film(rng, acq: _Acq, soft, bone, kind, bone_age_months, sex, t, physis_open, epi_ratio) -> Phantom:
-    """Expose the thickness maps and record the truth."""
+def _finish_film(rng, canvas: _Canvas, soft, bone, kind, bone_age_months, sex, t, physis_open, epi_ratio,
+                 mature, box_mm, artefacts=(), metal=None) -> Phantom:
+    """Expose the thickness maps and record the truth (the region of interest in pixels too)."""
+    acq = canvas.acq
     side = "L" if acq.flip else "R"
-    stored, img = _expose(rng, acq, soft, bone, side)
+    stored, img = _expose(rng, acq, soft, bone, side, metal)
+    cols, rows = canvas.to_pixel(np.array([box_mm[0], box_mm[2], box_mm[0], box_mm[2]]),
+                                 np.array([box_mm[1], box_mm[1], box_mm[3], box_mm[3]]))
+    box_px = (float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max()))
     truth = PhantomTruth(kind=kind, bone_age_months=float(bone_age_months), sex=sex, maturity_years=float(t),
                          laterality=side, pixel_spacing_mm=float(acq.spacing), photometric=acq.photometric,
                          bits_stored=acq.bits, rotation_deg=acq.rotation, exposure=acq.exposure,
-                         physis_open=float(physis_open), femoral_epiphysis_ratio=float(epi_ratio))
+                         physis_open=float(physis_open), femoral_epiphysis_ratio=float(epi_ratio),
+                         skeletally_mature=bool(mature), detector_mm=f"{acq.detector_mm[1]}x{acq.detector_mm[0]}",
+                         magnification=float(acq.magnification), region_px=box_px, artefacts=";".join(artefacts))
     return Phantom(stored=stored, pixels=img, truth=truth)
 
 
 def _burn_marker(img, letter, acq: _Acq, rng):
     from PIL import Image, ImageDraw, ImageFont
 
-    h = max(8, int(acq.rows * 0.06))
+    h = max(8, int(acq.rows * 0.04))
     try:
         font = ImageFont.load_default(size=h)
     except TypeError:  # old Pillow
@@ -202,8 +345,8 @@ def _burn_marker(img, letter, acq: _Acq, rng):
     canvas = Image.new("L", (h * 2, h * 2), 0)
     ImageDraw.Draw(canvas).text((h // 3, h // 6), letter, fill=255, font=font)
     mark = np.asarray(canvas, dtype=np.float32) / 255.0
-    top = int(acq.rows * (acq.collimation[0] + 0.03))
-    left = int(acq.cols * (1 - acq.collimation[3] - 0.03)) - mark.shape[1] if rng.random() < 0.5 else int(acq.cols * (acq.collimation[2] + 0.03))
+    top = int(acq.rows * (acq.collimation[0] + 0.02))
+    left = int(acq.cols * (1 - acq.collimation[3] - 0.02)) - mark.shape[1] if rng.random() < 0.5 else int(acq.cols * (acq.collimation[2] + 0.02))
     top, left = max(0, top), max(0, left)
     sub = img[top : top + mark.shape[0], left : left + mark.shape[1]]
     m = mark[: sub.shape[0], : sub.shape[1]]
@@ -214,225 +357,343 @@ def _burn_marker(img, letter, acq: _Acq, rng):
 # ------------------------------------------------------------------------------------- knee
 
 
+def knee_maturity(t: float, j=lambda: 0.0) -> dict[str, float]:
+    """The knee's maturity indicators at girls'-scale age ``t`` (years), each 0 → 1 over the ages it moves
+    on real films (``docs/phantoms.md`` gives each timeline and its source); ``j()`` jitters event times."""
+    m = {
+        "epi_ratio_f": 0.32 + 0.66 * _smooth(-0.3 + j(), 11.0 + j(), t) ** 0.8,  # femoral epiphysis / metaphysis width
+        "epi_ratio_t": 0.26 + 0.70 * _smooth(0.0 + j(), 11.5 + j(), t) ** 0.8,
+        "condyle": _smooth(3.0 + j(), 10.0 + j(), t),  # two condyles, notch, flattened articular surface
+        "margin_smooth": _smooth(0.5 + j(), 5.0 + j(), t),  # irregular early margins become smooth
+        "spines": _smooth(7.0 + j(), 12.5 + j(), t),  # intercondylar eminence tubercles
+        "cap": _smooth(10.5 + j(), 13.5 + j(), t),  # epiphyses cap the metaphyses
+        "narrow": float(np.clip((t - 6.0 - j()) / 7.5, 0.0, 1.0)),  # physes narrow until they fuse
+        "fuse_f": _smooth(13.3 + j(), 15.0 + j(), t),  # fusion from the centre outward
+        "fuse_t": _smooth(13.1 + j(), 14.8 + j(), t),
+        "fuse_fib": _smooth(13.8 + j(), 15.5 + j(), t),
+    }
+    fib_on = 3.0 + 1.5 * j()
+    m["fib_size"] = float(_smooth(fib_on, fib_on + 7.0, t) * (t > fib_on))
+    m["fib_cap"] = _smooth(11.0 + j(), 14.0 + j(), t)
+    pat_on = 3.0 + 1.5 * j()
+    m["pat_size"] = float(_smooth(pat_on, pat_on + 9.0, t) * (t > pat_on))
+    m["pat_regular"] = _smooth(pat_on + 0.5, pat_on + 3.5, t)
+    mature_at = MATURE_YEARS + j()  # the physeal scars have faded and density stops rising
+    m["scar"] = m["fuse_f"] * (1 - _smooth(15.0, mature_at, t))
+    m["density"] = 0.75 + 0.35 * _smooth(0, mature_at, t)
+    m["mature"] = float(t >= mature_at)
+    return m
+
+
 def render_knee(bone_age_months: float, sex: str, rng: np.random.Generator | int | None = None, size: int = 512,
                 standard: bool = False) -> Phantom:
     """A knee AP radiograph of a child with this bone age (months) and sex ("F"/"M").
 
-    ``standard`` fixes the acquisition (centred, unrotated, right knee, field of view 3.4 x the
-    femoral metaphyseal width) so that anatomy can be measured from the pixels."""
+    Anatomy is drawn in millimetres around the joint centre (x lateral, y toward the foot) and filmed on
+    a real detector format. ``standard`` fixes the acquisition (24×30 cm, ×1.10, centred, unrotated,
+    right knee, no collimation) and the subject's timing, so anatomy can be measured from the pixels."""
     rng = np.random.default_rng(rng)
     t = maturity_years(bone_age_months, sex)
-    j = lambda: rng.normal(0, EVENT_JITTER_Y)  # noqa: E731 - individual timing jitter (years)
+    j = (lambda: 0.0) if standard else (lambda: rng.normal(0, EVENT_JITTER_Y))  # noqa: E731 - timing jitter (years)
+    m = knee_maturity(t, j)
     # Size: femoral metaphyseal width (mm) grows with maturity; boys a little larger.
-    W = (20 + 58 * (1 - np.exp(-t / 5.5))) * (1.07 if sex == "M" else 1.0) * rng.normal(1, 0.05)
-    fov = W * (3.4 if standard else rng.uniform(3.0, 3.8))
-    acq = _acquisition(rng, size, fov, 0.85 if standard else rng.uniform(0.78, 0.95), standard)
-    X, Y = _grid(acq)
-    px = acq.spacing
+    W = (20 + 58 * (1 - np.exp(-t / 5.5))) * (1.07 if sex == "M" else 1.0) * (1.0 if standard else rng.normal(1, 0.05))
+    field = (rng.uniform(3.0, 4.2), rng.uniform(2.2, 3.0)) if not standard else (4.0, 3.0)
+    acq = _acquisition(rng, size, KNEE_DETECTORS, W, field, standard)
+    cv = _Canvas(acq)
+    X, Y = cv.X, cv.Y
+    flex = 0.0 if standard else float(rng.uniform(0, 15))  # slight flexion (degrees)
+    turn = 0.0 if standard else float(rng.normal(0, 5))  # internal (+) / external rotation (degrees)
 
-    # Maturation state.
-    epi_ratio_f = 0.32 + 0.66 * _smooth(-0.3 + j(), 11.0 + j(), t) ** 0.8
-    epi_ratio_t = 0.26 + 0.70 * _smooth(0.0 + j(), 11.5 + j(), t) ** 0.8
-    condyle = _smooth(3.0 + j(), 10.0 + j(), t)
-    spines = _smooth(7.0 + j(), 12.0 + j(), t)
-    fuse_f = _smooth(13.3 + j(), 15.0 + j(), t)
-    fuse_t = _smooth(13.1 + j(), 14.8 + j(), t)
-    fuse_fib = _smooth(13.8 + j(), 15.5 + j(), t)
-    cap = _smooth(10.5 + j(), 13.5 + j(), t)  # epiphyses cap the metaphyses before fusion
-    narrow = float(np.clip((t - 6.0 - j()) / 7.5, 0.0, 1.0))  # physes narrow steadily until they fuse
-    fib_on = 3.0 + j() * 1.5
-    fib_size = _smooth(fib_on, fib_on + 7.0, t) * (t > fib_on)
-    pat_on = 3.0 + j() * 1.5
-    pat_size = _smooth(pat_on, pat_on + 9.0, t) * (t > pat_on)
-    pat_regular = _smooth(pat_on + 0.5, pat_on + 3.0, t)
-    density = 0.75 + 0.35 * _smooth(0, 18, t)
-
-    joint = 0.045 * W  # half joint space incl. cartilage (mm)
-    epi_h_f = 0.33 * W  # cartilaginous femoral epiphysis height
-    epi_h_t = 0.21 * W
-    gap_f = (0.035 * W * (1 - 0.6 * narrow)) * (1 - fuse_f)  # physis (mm)
-    gap_t = (0.032 * W * (1 - 0.6 * narrow)) * (1 - fuse_t)
-    phys_f = -(joint + epi_h_f)  # y of femoral physis (joint line at y=0, femur above)
-    phys_t = joint + epi_h_t
+    joint = 0.045 * W * (1 - 0.25 * flex / 15)  # half the joint space, cartilage included
+    phys_f, phys_t = -(joint + 0.30 * W), joint + 0.20 * W  # physes (femur above the joint line)
     Wt = 0.92 * W
-    shaft_f, shaft_t = 0.44 * W / 2, 0.46 * Wt / 2
-    wob = rng.normal(0, 0.02 * W, 3)
+    und_f = lambda x: 0.022 * W * np.cos(3 * np.pi * x / W)  # noqa: E731 - the physes undulate
+    und_t = lambda x: 0.015 * W * np.cos(2 * np.pi * (x - 0.02 * W) / Wt)  # noqa: E731
 
-    # Soft tissue envelope (a limb about 1.7 W across).
-    limb = 0.85 * W * (1 + 0.06 * np.sin(Y / W * 2 + wob[0]))
-    soft = 2.0 * np.sqrt(np.clip(limb**2 - (X - wob[1]) ** 2, 0, None)) * 0.9
+    def gap(x, width, fuse, height):
+        """Physeal cartilage height at x: narrowing with age, closing from the centre outward."""
+        closed = _smooth(0.9, 1.0, np.abs(x) / (width / 2 * max(fuse, 1e-3) + 1e-3)) if fuse > 0 else 1.0
+        return height * (1 - 0.6 * m["narrow"]) * (1 - fuse) ** 0.3 * closed
 
-    # Femur: shaft + metaphyseal flare, cortex and medullary canal.
-    dist_f = np.clip(phys_f - gap_f / 2 - Y, 0, None)  # mm above the physis
-    r_f = shaft_f + (W / 2 - shaft_f) * np.exp(-dist_f / (0.28 * W))
-    femur_mask_y = Y < phys_f - gap_f / 2
-    femur = _rod(X, Y, 0, -1e4, phys_f - gap_f / 2, r_f, soft=0.6) * femur_mask_y
-    canal = _rod(X, Y, 0, -1e4, phys_f - gap_f / 2 - 0.1 * W, r_f * (0.55 + 0.1 * _smooth(0, 0.6 * W, dist_f)), soft=2) * femur_mask_y
-    # Tibia below, similarly.
-    dist_t = np.clip(Y - (phys_t + gap_t / 2), 0, None)
-    r_t = shaft_t + (Wt / 2 - shaft_t) * np.exp(-dist_t / (0.3 * W))
-    tib_mask = Y > phys_t + gap_t / 2
-    tibia = _rod(X, Y, 0.02 * W, phys_t + gap_t / 2, 1e4, r_t, soft=0.6) * tib_mask
-    tcanal = _rod(X, Y, 0.02 * W, phys_t + gap_t / 2 + 0.1 * W, 1e4, r_t * (0.55 + 0.1 * _smooth(0, 0.6 * W, dist_t)), soft=2) * tib_mask
+    gap_f = lambda x: gap(x, W, m["fuse_f"], 0.035 * W)  # noqa: E731
+    gap_t = lambda x: gap(x - 0.02 * W, Wt, m["fuse_t"], 0.032 * W)  # noqa: E731
+    f_bottom = lambda x: phys_f + und_f(x) - gap_f(x) / 2  # noqa: E731 - metaphysis ends here
+    f_epi_top = lambda x: phys_f + und_f(x) + gap_f(x) / 2  # noqa: E731
+    t_top = lambda x: phys_t + und_t(x) + gap_t(x) / 2  # noqa: E731
+    t_epi_bottom = lambda x: phys_t + und_t(x) - gap_t(x) / 2  # noqa: E731
 
-    # Femoral epiphysis: ossification centre growing inside its cartilage; two condyles as it matures.
-    ew = epi_ratio_f * W / 2
-    eh = ew * (0.7 - 0.42 * _smooth(0.3, 1.0, epi_ratio_f))
-    ecy = phys_f + gap_f / 2 + eh + (1 - epi_ratio_f) * 0.1 * W
-    sep = condyle * 0.42 * ew
-    cond_w = ew - sep * 0.8
-    fe = np.maximum(
-        _ellipsoid(X, Y, -sep, ecy, cond_w, eh * (1 + 0.15 * condyle), depth=ew * 0.8),
-        _ellipsoid(X, Y, sep, ecy, cond_w, eh * (1 + 0.08 * condyle), depth=ew * 0.8),
-    )
-    fe = np.maximum(fe, _ellipsoid(X, Y, 0, ecy - 0.35 * eh, ew * 0.95, eh * 0.7, depth=ew * 0.8) * (Y < ecy))
-    # Capping: the epiphysis margins grow over the metaphysis edges (toward the shaft).
-    lip = 0.07 * W * cap + 1e-3
-    fe = fe + sum(_ellipsoid(X, Y, s * (ew - 0.6 * lip), phys_f + gap_f / 2 - 0.3 * lip, 0.6 * lip, 1.6 * lip, depth=2 * lip) for s in (-1, 1))
-    # Tibial epiphysis: flat plateau, spines rising in the middle.
-    tw = epi_ratio_t * Wt / 2
-    th = tw * (0.6 - 0.4 * _smooth(0.3, 1.0, epi_ratio_t))
-    tcy = phys_t - gap_t / 2 - th - (1 - epi_ratio_t) * 0.06 * W
-    te = _ellipsoid(X, Y, 0.02 * W, tcy, tw, th, depth=tw * 0.8) * (1 + 0.6 * (Y > tcy))
-    te = np.minimum(te, 2 * tw * 0.8)
-    te = te + sum(_ellipsoid(X, Y, 0.02 * W + s * (tw - 0.6 * lip), phys_t - gap_t / 2 + 0.3 * lip, 0.6 * lip, 1.6 * lip, depth=2 * lip) for s in (-1, 1))
-    spine_h = spines * 0.16 * W
-    te = te + sum(_ellipsoid(X, Y, 0.02 * W + s * 0.12 * W, tcy - th * 0.7, 0.05 * W, spine_h + 1e-3, depth=0.05 * W) for s in (-1, 1))
-    # Fusing physes: bone bridges the gap from the centre outward, leaving a dense scar that fades.
-    bridge_f = _rod(X, Y, 0, phys_f - 0.08 * W, phys_f + 0.08 * W, W / 2 * 0.98 * fuse_f + 1e-3, soft=1.0) * (fuse_f > 0)
-    bridge_t = _rod(X, Y, 0.02 * W, phys_t - 0.08 * W, phys_t + 0.08 * W, Wt / 2 * 0.98 * fuse_t + 1e-3, soft=1.0) * (fuse_t > 0)
-    scar = 0.12 * fuse_f * (1 - _smooth(15.5, 18.5, t)) * (np.abs(Y - phys_f) < 0.012 * W) * (np.abs(X) < W / 2)
+    # ---- femur: metaphyseal flare, shaft whose cortex thickens away from the physis, medullary canal
+    shaft_f = 0.44 * W / 2
+    hw_f = lambda y: shaft_f + (W / 2 - shaft_f) * np.exp(-np.clip(phys_f - y, 0, None) / (0.28 * W))  # noqa: E731
+    cortex_f = lambda y: W * (0.018 + 0.05 * _smooth(0.1 * W, 1.4 * W, phys_f - y))  # noqa: E731
+    top = phys_f - 4.0 * W
+    below_f = lambda x, y: (y < f_bottom(x)).astype(np.float32)  # noqa: E731
+    femur = cv.rod(0.0, top, phys_f + 0.06 * W, hw_f, clip=below_f)
+    f_canal = cv.rod(0.0, top, phys_f + 0.06 * W, lambda y: np.maximum(hw_f(y) - cortex_f(y), 0.3), clip=below_f)
+    spurs = sum(cv.ellipse(s * (W / 2 - 0.012 * W), phys_f - 0.02 * W, 0.012 * W, 0.035 * W, 0.02 * W) for s in (-1, 1))
+    # ---- tibia below, the same way
+    shaft_t = 0.46 * Wt / 2
+    tx = 0.02 * W
+    hw_t = lambda y: shaft_t + (Wt / 2 - shaft_t) * np.exp(-np.clip(y - phys_t, 0, None) / (0.30 * W))  # noqa: E731
+    cortex_t = lambda y: W * (0.018 + 0.05 * _smooth(0.1 * W, 1.4 * W, y - phys_t))  # noqa: E731
+    above_t = lambda x, y: (y > t_top(x)).astype(np.float32)  # noqa: E731
+    tibia = cv.rod(tx, phys_t - 0.06 * W, phys_t + 4.0 * W, hw_t, clip=above_t)
+    t_canal = cv.rod(tx, phys_t - 0.06 * W, phys_t + 4.0 * W, lambda y: np.maximum(hw_t(y) - cortex_t(y), 0.3), clip=above_t)
+    # zones of provisional calcification: dense bands on the metaphyseal side of open physes
+    zpc_f = femur * (Y > f_bottom(X) - 0.018 * W) * (1 - m["fuse_f"])
+    zpc_t = tibia * (Y < t_top(X) + 0.016 * W) * (1 - m["fuse_t"])
 
-    # Fibula: lateral (positive X before flipping), below the tibial plateau.
-    fx = 0.50 * W
-    fib_r = 0.09 * W
-    fib_top = phys_t + 0.16 * W
-    fib_gap = 0.035 * W * (1 - fuse_fib) * (fib_size > 0)
-    fibula = _rod(X, Y, fx, fib_top + fib_gap + 0.12 * W * fib_size, 1e4, fib_r * (1 + 0.5 * np.exp(-(Y - fib_top) / (0.3 * W))), soft=1.0)
-    fib_head = _ellipsoid(X, Y, fx - 0.01 * W, fib_top + 0.06 * W * fib_size, fib_r * 1.4 * fib_size + 1e-3, 0.07 * W * fib_size + 1e-3, depth=fib_r * fib_size + 1e-3)
+    # ---- femoral epiphysis: an ovoid centre that widens, takes two condyles (the medial one larger and
+    # lower), a notch between them, epicondyles, smooth margins, and finally caps the metaphysis
+    ew = m["epi_ratio_f"] * W / 2
+    eh = ew * (0.64 - 0.26 * _smooth(0.3, 1.0, m["epi_ratio_f"]))
+    ecy = phys_f + eh * 0.85 + (1 - m["epi_ratio_f"]) * 0.07 * W
+    c = m["condyle"]
+    ang = np.arange(0, 360, 10)
+    th = np.deg2rad(ang)
+    base = _ellipse_radii(ang, ew, eh, 2.0 + 1.2 * c)  # an ovoid that squares off as the condyles form
+    irregular = (1 - m["margin_smooth"]) * 0.07 * rng.standard_normal(ang.size) * (not standard)
+    # medial is -x, which on the circle (y down) is around 180°; down is 90°
+    shape = (1 - 0.34 * c * _bump(th, 90, 15) + 0.11 * c * _bump(th, 125, 20) + 0.05 * c * _bump(th, 58, 20)
+             + 0.05 * c * (_bump(th, 185, 9) + _bump(th, -5, 9)) + irregular)
+    fe = cv.dome(0.0, ecy, _outline(ang, base * shape), 1.3 * ew, 0.8 * ew,
+                 clip=lambda x, y: (y > f_epi_top(x)).astype(np.float32))
+    lip = 0.07 * W * m["cap"] + 1e-3
+    fe = fe + sum(cv.ellipse(s * (ew - 0.55 * lip), f_epi_top(s * ew) - 0.35 * lip, 0.55 * lip, 1.6 * lip, 1.8 * lip) for s in (-1, 1))
 
-    # Patella: superimposed on the distal femur; several foci early, a regular oval later.
-    pcx, pcy = 0.03 * W + wob[2], phys_f + 0.05 * W
-    pa, pb = 0.30 * W * (0.25 + 0.75 * pat_size), 0.36 * W * (0.25 + 0.75 * pat_size)
-    if pat_size > 0:
-        foci = rng.normal(0, 0.35, (3, 2)) * (1 - pat_regular)
-        pat = sum(_ellipsoid(X, Y, pcx + f[0] * pa, pcy + f[1] * pb, pa * (0.45 + 0.55 * pat_regular), pb * (0.45 + 0.55 * pat_regular), depth=0.45 * pa) for f in foci) / (3 - 2 * pat_regular)
-    else:
-        pat = np.zeros_like(X)
+    # ---- tibial epiphysis: medial plateau (slightly concave) and lateral plateau (convex), an
+    # intercondylar eminence whose two tubercles rise with age
+    tw = m["epi_ratio_t"] * Wt / 2
+    thh = tw * (0.52 - 0.24 * _smooth(0.3, 1.0, m["epi_ratio_t"]))
+    tcy = phys_t - thh * 0.85 - (1 - m["epi_ratio_t"]) * 0.05 * W
+    base = _ellipse_radii(ang, tw, thh, 2.0 + 0.8 * c)
+    spine = m["spines"] * 0.13 * W / max(thh, 1e-3)
+    irregular = (1 - m["margin_smooth"]) * 0.07 * rng.standard_normal(ang.size) * (not standard)
+    shape = (1 - 0.05 * c * _bump(th, 235, 20) + 0.04 * c * _bump(th, 305, 20) + irregular)
+    angf = np.arange(0, 360, 5)
+    thf = np.deg2rad(angf)
+    fine = _outline(ang, base * shape)(thf)
+    fine = fine * (1 + spine * (_bump(thf, 261, 7) + 0.85 * _bump(thf, 280, 7)))
+    te = cv.dome(tx, tcy, _outline(angf, fine), 1.4 * tw + 0.15 * W, 0.8 * tw,
+                 clip=lambda x, y: (y < t_epi_bottom(x)).astype(np.float32))
+    te = te + sum(cv.ellipse(tx + s * (tw - 0.55 * lip), t_epi_bottom(tx + s * tw) + 0.35 * lip, 0.55 * lip, 1.6 * lip, 1.8 * lip) for s in (-1, 1))
 
-    tex = _texture(X.shape, rng, 0.35 / px)
-    trab = 1.0 + 0.12 * tex
-    cortical = (femur - canal * 0.9) + (tibia - tcanal * 0.9) + fibula * 0.6 + 0.0
-    spongy = (canal * 0.25 + tcanal * 0.25 + fe * 0.8 + te * 0.8 + bridge_f * 0.3 + bridge_t * 0.3 + fib_head * 0.5 + pat * 0.5) * trab
-    bone = density * (cortical + spongy) + scar * W
-    return _finish_film(rng, acq, soft, bone, "knee", bone_age_months, sex, t, 1 - fuse_f, epi_ratio_f)
+    # ---- fusion: bone bridges each physis from the centre outward; then a dense scar fades over years
+    def bridge(cx, p, width, fuse):
+        if fuse <= 0:
+            return cv.zeros()
+        reach = lambda x: 1 - _smooth(0.85, 1.0, np.abs(x - cx) / (width / 2 * fuse + 1e-3))  # noqa: E731
+        return cv.rod(cx, p - 0.05 * W, p + 0.05 * W, lambda y: width / 2 + 0 * y, soft=0.02 * W, clip=lambda x, y: reach(x))
+
+    bridges = bridge(0.0, phys_f, 0.98 * W, m["fuse_f"]) + bridge(tx, phys_t, 0.98 * Wt, m["fuse_t"])
+    scar = sum(b * (np.abs(Y - p(X)) < 0.012 * W) for b, p in
+               ((femur + fe, lambda x: phys_f + und_f(x)), (tibia + te, lambda x: phys_t + und_t(x)))) * 0.35 * m["scar"]
+
+    # ---- fibula: lateral, its head overlapping the posterolateral tibial metaphysis on the AP film
+    fx = 0.37 * W * (1 - 0.012 * turn)
+    fib_phys = phys_t + 0.10 * W
+    fgap = 0.03 * W * (1 - m["fuse_fib"]) * (m["fib_size"] > 0)
+    hw_fib = lambda y: 0.06 * W + 0.075 * W * np.exp(-np.clip(y - fib_phys, 0, None) / (0.16 * W))  # noqa: E731
+    head_top = fib_phys + fgap / 2
+    fibula = np.maximum(cv.rod(fx, head_top + 0.04 * W, phys_t + 4.0 * W, hw_fib, depth_ratio=0.9),
+                        cv.ellipse(fx - 0.01 * W, head_top + 0.06 * W, 0.13 * W, 0.06 * W, 0.12 * W)
+                        * (cv.Y > head_top))
+    fib_canal = cv.rod(fx, fib_phys + 0.3 * W, phys_t + 4.0 * W, lambda y: np.maximum(hw_fib(y) - 0.025 * W, 0.2), depth_ratio=0.9)
+    fs = m["fib_size"]
+    fib_epi = cv.ellipse(fx, fib_phys - fgap / 2 - 0.045 * W * fs, (0.04 + 0.085 * fs + 0.02 * m["fib_cap"]) * W + 1e-3,
+                         0.045 * W * fs + 1e-3, 0.07 * W * fs + 1e-3) * (fs > 0)
+
+    # ---- patella, superimposed on the distal femur: several small irregular foci that merge into a
+    # regular oval with smooth margins; its lower pole stays above the joint line
+    pa, pb = 0.28 * W * (0.25 + 0.75 * m["pat_size"]), 0.34 * W * (0.25 + 0.75 * m["pat_size"])
+    pcx, pcy = 0.04 * W, -0.08 * W - pb + 0.12 * W * flex / 15
+    patella = cv.zeros()
+    if m["pat_size"] > 0:
+        reg = m["pat_regular"]
+        a30 = np.arange(0, 360, 30)
+        for k in range(4):
+            off = (np.array([np.cos(k * 1.6), np.sin(k * 1.6)]) * 0.4 if standard else rng.normal(0, 0.4, 2)) * (1 - reg)
+            rough = 1 + (0 if standard else 1) * rng.normal(0, 0.12 * (1 - reg), a30.size)
+            s = 0.45 + 0.55 * reg
+            focus = _outline(a30, _ellipse_radii(a30, pa * s, pb * s) * rough)
+            patella = np.maximum(patella, cv.dome(pcx + off[0] * pa, pcy + off[1] * pb, focus, 1.4 * max(pa, pb), 0.42 * pa))
+
+    # ---- soft tissue: skin, subcutaneous fat, muscle with fat planes, Hoffa's and the suprapatellar fat pads
+    limb = 0.85 * W + 0.22 * W * _smooth(-0.3 * W, -1.8 * W, Y) * (Y < 0) + 0.02 * W * np.sin(Y / W * 2)
+    fat_layer = W * (0.06 + 0.06 * np.exp(-t / 4)) * (1.0 if standard else rng.uniform(0.8, 1.3))
+    total = 2.0 * np.sqrt(np.clip(limb**2 - X**2, 0, None))
+    muscle = 2.0 * np.sqrt(np.clip((limb - fat_layer) ** 2 - X**2, 0, None))
+    planes = sum(0.12 * W * np.exp(-((X - s * 0.48 * W) / (0.012 * W)) ** 2) * (np.abs(Y) > 0.6 * W) for s in (-1, 1))
+    pads = cv.ellipse(0.0, 0.06 * W, 0.32 * W, 0.12 * W, 0.25 * W) + cv.ellipse(0.0, -0.95 * W, 0.24 * W, 0.16 * W, 0.2 * W)
+    fat = np.clip(total - muscle + np.minimum(planes + pads, muscle), 0, None)
+    soft = np.clip(total - fat, 0, None) + fat * MU_FAT / MU_SOFT  # in soft-tissue-equivalent mm
+
+    # ---- bone: cortex, trabecular bone (oriented along the shaft in metaphyses, finer in epiphyses)
+    streaks = cv.texture(rng, 1.6, 0.35)
+    blobs = cv.texture(rng, 0.45, 0.45)
+    near_f = np.exp(-np.clip(phys_f - Y, 0, None) / (0.5 * W))
+    near_t = np.exp(-np.clip(Y - phys_t, 0, None) / (0.5 * W))
+    marrow = (f_canal * (0.08 + 0.3 * near_f) * (1 + 0.25 * streaks * near_f)
+              + t_canal * (0.08 + 0.3 * near_t) * (1 + 0.25 * streaks * near_t)
+              + fib_canal * 0.12)
+    cortical = 1.25 * ((femur - f_canal) + (tibia - t_canal) + (fibula - fib_canal))
+    spongy = (fe * 0.65 + te * 0.65 + fib_epi * 0.6 + patella * 0.7 + bridges * 0.4) * (1 + 0.08 * blobs)
+    dense = 0.5 * (zpc_f + zpc_t) + scar + 0.3 * spurs * (1 - m["fuse_f"])
+    bone = m["density"] * (cortical + marrow + spongy + dense)
+
+    # ---- what real cohorts contain now and then
+    artefacts, metal = [], None
+    if not standard:
+        if rng.random() < 0.08 and t < 13:  # growth-arrest (Harris) lines parallel to the physes
+            artefacts.append("harris_lines")
+            for s, p, tube in ((-1, phys_f, femur), (1, phys_t, tibia)):
+                d = rng.uniform(0.12, 0.45) * W
+                bone += 0.25 * tube * (np.abs(Y - (p + s * d) - 0.01 * W * np.cos(3 * np.pi * X / W)) < 0.008 * W)
+        if rng.random() < 0.03:  # plaster cast
+            artefacts.append("cast")
+            outer = 2.0 * np.sqrt(np.clip((limb + 0.09 * W) ** 2 - X**2, 0, None))
+            soft = soft + 1.8 * np.clip(outer - total, 0, None) * (1 + 0.1 * blobs)
+        if rng.random() < 0.03:  # guided-growth staple or screw across a physis
+            artefacts.append("metal")
+            sx = float(rng.choice([-1, 1])) * 0.38 * W
+            metal = (cv.rod(sx - 0.05 * W, phys_f - 0.18 * W, phys_f + 0.16 * W, lambda y: 0.012 * W + 0 * y)
+                     + cv.rod(sx + 0.05 * W, phys_f - 0.18 * W, phys_f + 0.16 * W, lambda y: 0.012 * W + 0 * y)
+                     + cv.ellipse(sx, phys_f - 0.18 * W, 0.07 * W, 0.012 * W, 0.012 * W))
+    box = (-0.65 * W, phys_f - 0.5 * W, 0.65 * W, phys_t + 0.5 * W)
+    return _finish_film(rng, cv, soft, bone, "knee", bone_age_months, sex, t, 1 - m["fuse_f"], m["epi_ratio_f"],
+                        m["mature"], box, artefacts, metal)
 
 
 # ------------------------------------------------------------------------------------- hand
 
 # Carpal appearance (girls' years) in order: capitate, hamate, triquetrum, lunate, trapezium, trapezoid,
-# scaphoid, pisiform; positions relative to the wrist centre in units of hand width; size.
+# scaphoid, pisiform; centre relative to the wrist centre in units of hand width (x toward the thumb,
+# y toward the fingertips negative); mature half-length, half-width (units of H); axis angle (degrees);
+# shape bumps (angle°, height) that give each bone its outline.
 _CARPALS = [
-    ("capitate", 0.15, 0.02, -0.05, 0.13),
-    ("hamate", 0.25, -0.17, -0.03, 0.11),
-    ("triquetrum", 2.0, -0.26, 0.12, 0.09),
-    ("lunate", 3.0, -0.07, 0.17, 0.09),
-    ("trapezium", 4.0, 0.28, 0.02, 0.09),
-    ("trapezoid", 4.5, 0.17, -0.08, 0.07),
-    ("scaphoid", 4.8, 0.16, 0.17, 0.10),
-    ("pisiform", 9.0, -0.28, 0.05, 0.05),
+    ("capitate", 0.15, 0.02, -0.06, 0.13, 0.075, 95, ((0, -0.12), (180, -0.12))),  # waisted, long axis along the ray
+    ("hamate", 0.25, -0.16, -0.05, 0.11, 0.075, 80, ((20, 0.25), (200, 0.1))),  # wedge with the hook (dense ring below)
+    ("triquetrum", 2.0, -0.25, 0.10, 0.075, 0.06, 30, ((90, 0.15),)),
+    ("lunate", 3.0, -0.07, 0.15, 0.075, 0.07, 90, ((270, -0.3),)),  # crescent: concave toward the capitate
+    ("trapezium", 4.0, 0.27, 0.02, 0.08, 0.06, 40, ((300, 0.2),)),
+    ("trapezoid", 4.5, 0.16, -0.08, 0.06, 0.05, 90, ()),
+    ("scaphoid", 4.8, 0.15, 0.15, 0.12, 0.055, 35, ((90, -0.15), (270, 0.1))),  # boat-shaped, oblique
+    ("pisiform", 9.0, -0.28, 0.06, 0.045, 0.04, 0, ()),  # over the triquetrum
 ]
+# Hand epiphyses (girls' years): appearance, capping, fusion, in the Greulich-Pyle order (distal
+# phalanges fuse first, then the metacarpals and proximal, then the middle phalanges; ulna, radius last).
+_HAND_TIMES = {"distal": (1.7, 10.5, 13.0), "middle": (1.6, 11.0, 14.0), "proximal": (1.1, 11.3, 13.8),
+               "metacarpal": (1.3, 11.8, 13.9), "thumb_mc": (2.0, 11.8, 13.9), "ulna": (6.5, 13.0, 15.0),
+               "radius": (1.0, 12.5, 15.5)}
 
 
 def render_hand(bone_age_months: float, sex: str, rng: np.random.Generator | int | None = None, size: int = 512,
                 standard: bool = False) -> Phantom:
-    """A hand PA radiograph of a child with this bone age (months) and sex."""
+    """A hand PA radiograph of a child with this bone age (months) and sex: phalanges and metacarpals with
+    bases and heads, their epiphyses appearing, capping and fusing in the Greulich-Pyle order, carpal
+    bones appearing in theirs with their own outlines, the distal radius and ulna, the adductor sesamoid."""
     rng = np.random.default_rng(rng)
     t = maturity_years(bone_age_months, sex)
-    j = lambda: rng.normal(0, EVENT_JITTER_Y)  # noqa: E731
-    H = (35 + 45 * (1 - np.exp(-t / 6.0))) * (1.07 if sex == "M" else 1.0) * rng.normal(1, 0.05)  # hand width mm
-    fov = H * (2.8 if standard else rng.uniform(2.6, 3.0))
-    acq = _acquisition(rng, size, fov, 0.85 if standard else rng.uniform(0.78, 0.9), standard)
+    j = (lambda: 0.0) if standard else (lambda: rng.normal(0, EVENT_JITTER_Y))  # noqa: E731
+    H = (35 + 45 * (1 - np.exp(-t / 6.0))) * (1.07 if sex == "M" else 1.0) * (1.0 if standard else rng.normal(1, 0.05))
+    field = (rng.uniform(3.2, 3.8), rng.uniform(2.4, 2.9)) if not standard else (3.6, 2.8)
+    acq = _acquisition(rng, size, HAND_DETECTORS, H, field, standard)
     acq.rotation *= 0.5
-    X, Y = _grid(acq)
-    px = acq.spacing
-    fuse_ph = _smooth(12.8 + j(), 14.3 + j(), t)
-    fuse_rad = _smooth(14.0 + j(), 15.8 + j(), t)
-    epi_grow = _smooth(1.0 + j(), 11.5 + j(), t)
-    epi_on = 1.2 + j()
-    cap = _smooth(10.0 + j(), 13.0 + j(), t)  # phalangeal epiphyses cap their metaphyses
-    sesamoid = _smooth(10.8 + j(), 13.0 + j(), t) * (t > 10.8)  # adductor sesamoid of the thumb
-    density = 0.75 + 0.35 * _smooth(0, 18, t)
+    cv = _Canvas(acq)
+    X, Y = cv.X, cv.Y
+    mature_at = MATURE_YEARS + j()
+    density = 0.75 + 0.35 * _smooth(0, mature_at, t)
+    stage = {k: (_smooth(on + j(), on + 6.0, t) * (t > on), _smooth(cap - 1.5 + j(), cap + 1.5, t), _smooth(fuse - 0.7 + j(), fuse + 0.7, t))
+             for k, (on, cap, fuse) in _HAND_TIMES.items()}  # (growth, capping, fusion) per group
 
-    wrist_y = 0.55 * H  # wrist centre below the palm centre (y down)
-    soft = np.zeros_like(X)
-    cortical = np.zeros_like(X)
-    spongy = np.zeros_like(X)
-
-    def bone_rod(cx, cy, angle, length, radius):
-        # A rod centred at (cx, cy) along direction angle (0 = pointing up, i.e. -y).
-        c, s = np.cos(angle), np.sin(angle)
-        u = (X - cx) * c + (Y - cy) * s  # across
-        v = -(X - cx) * s + (Y - cy) * c  # along (down positive)
-        return _rod(u, v, 0, -length / 2, length / 2, radius, soft=0.8), u, v
-
-    # Rays: thumb (1) .. little finger (5); angles fan out from the wrist.
+    wrist_y = 0.55 * H
+    soft, cortical, spongy = cv.zeros(), cv.zeros(), cv.zeros()
     rays = [(0.42, -0.75, [0.30, 0.24, 0.20]), (0.22, -0.12, [0.50, 0.33, 0.21, 0.16]), (0.04, -0.02, [0.52, 0.37, 0.24, 0.17]),
             (-0.14, 0.08, [0.48, 0.34, 0.22, 0.16]), (-0.3, 0.2, [0.40, 0.27, 0.17, 0.15])]
     for k, (x0, ang, lengths) in enumerate(rays):
-        ang = -ang * 0.6 + rng.normal(0, 0.03)
+        ang = -ang * 0.6 + (0 if standard else rng.normal(0, 0.03))
         cx, cy = x0 * H, wrist_y - 0.25 * H
         dirx, diry = np.sin(ang), -np.cos(ang)
-        for i, L in enumerate(lengths):
+        names = (["thumb_mc", "proximal", "distal"] if k == 0 else ["metacarpal", "proximal", "middle", "distal"])
+        for i, (L, group) in enumerate(zip(lengths, names)):
             L *= H
-            r = (0.065 if i == 0 else 0.055 - 0.008 * i) * H
+            grow, cap, fuse = stage[group]
+            r = (0.062 if i == 0 else 0.052 - 0.007 * i) * H
+            # epiphysis at the distal end of metacarpals 2-5, at the proximal end of the others
+            distal_epi = group == "metacarpal"
+            gap = 0.028 * H * (1 - fuse) * (grow > 0)
             mx, my = cx + dirx * L / 2, cy + diry * L / 2
-            gap = 0.03 * H * (1 - fuse_ph) if t > epi_on else 0.0
-            rod, u, v = bone_rod(mx, my, ang, L - gap - 0.04 * H, r)
-            canal = _rod(u, v, 0, -L / 2 + 0.1 * H, L / 2 - 0.1 * H, r * 0.5, soft=2)
-            cortical += rod - canal * 0.9
+            hw = lambda v, r=r, L=L: r * (1 + 0.5 * np.exp(-(L / 2 - v) / (0.14 * L)) + 0.3 * np.exp(-(v + L / 2) / (0.1 * L)))  # noqa: E731
+            shaft_len = L - gap - 0.05 * H
+            off = (gap / 2) * (1 if distal_epi else -1)  # the shaft moves away from its epiphysis
+            bx, by = mx - dirx * off, my - diry * off
+            rod = cv.limb_rod(bx, by, ang, shaft_len, hw)
+            canal = cv.limb_rod(bx, by, ang, shaft_len * 0.7, lambda v, r=r: r * 0.5 + 0 * v)
+            cortical += rod - 0.9 * canal
             spongy += canal * 0.25
-            soft += 2.0 * np.sqrt(np.clip((r * 2.6) ** 2 - u**2, 0, None)) * (np.abs(v) < L / 2 + 0.02 * H)
-            # Epiphysis: at the proximal end of phalanges and metacarpal 1; distal end of metacarpals 2-5.
-            if t > epi_on:
-                at_distal = i == 0 and k > 0
-                ey = (L / 2 - gap / 2) * (-1 if at_distal else 1)  # v coordinate (proximal = +)
-                ew = r * (0.4 + 0.75 * epi_grow + 0.25 * cap)
-                eh = 0.03 * H * (0.5 + 0.5 * epi_grow + 0.3 * cap)
-                spongy += _ellipsoid(u, v, 0, ey, ew, eh, depth=ew) * 0.6 + fuse_ph * _rod(u, v, 0, ey - 0.03 * H, ey + 0.03 * H, r, soft=1) * 0.3
-            if k == 0 and i == 0 and sesamoid > 0:  # at the thumb's metacarpophalangeal joint, ulnar side
-                sr = 0.022 * H * (0.3 + 0.7 * sesamoid)
-                spongy += _ellipsoid(X, Y, cx + dirx * L - 0.6 * r, cy + diry * L, sr, sr, depth=sr) * 0.8
+            soft += cv.limb_rod(mx, my, ang, L + 0.05 * H, lambda v, r=r: 2.4 * r + 0 * v, depth_ratio=0.9)
+            if grow > 0:  # the epiphysis: a flat disc widening to its metaphysis, then capping it
+                end = -1 if distal_epi else 1  # -1: distal end (toward the fingertip), +1: proximal
+                ex = mx - dirx * end * (L / 2 - 0.015 * H)
+                ey = my - diry * end * (L / 2 - 0.015 * H)
+                ew = r * (1.3 if end > 0 else 1.2) * (0.35 + 0.65 * grow + 0.12 * cap)
+                eh = 0.028 * H * (0.5 + 0.5 * grow)
+                a = np.arange(0, 360, 30)
+                shape = _ellipse_radii(a, ew, eh) * (1 + 0.35 * cap * _bump(np.deg2rad(a), 0, 20) + 0.35 * cap * _bump(np.deg2rad(a), 180, 20))
+                epi = cv.dome(ex, ey, lambda th, o=_outline(a, shape): o(th - ang), ew * 1.5, ew * 0.7)
+                spongy += 0.7 * epi + 0.3 * fuse * cv.limb_rod(ex, ey, ang, gap + 0.02 * H, lambda v, r=r: 1.1 * r + 0 * v)
+            if k == 0 and i == 0:  # adductor sesamoid at the thumb's metacarpophalangeal joint
+                ses = _smooth(10.8 + j(), 13.0 + j(), t) * (t > 10.8)
+                if ses > 0:
+                    sr = 0.022 * H * (0.3 + 0.7 * ses)
+                    spongy += 0.8 * cv.ellipse(cx + dirx * L - 0.7 * r, cy + diry * L, sr, sr * 0.85, sr)
             cx, cy = cx + dirx * L, cy + diry * L
-    # Carpals.
-    for name, onset, cx, cy, sz in _CARPALS:
+    for name, onset, x0, y0, a, b, axis, bumps in _CARPALS:
         on = onset + j() * (0.3 + 0.15 * onset)
         g = _smooth(on, on + 6.0, t) * (t > on)
         if g <= 0:
             continue
-        a = sz * H * (0.3 + 0.7 * g)
-        spongy += _ellipsoid(X, Y, cx * H, wrist_y + cy * H, a, a * 0.8, depth=a) * 0.7
-    # Radius and ulna (distal), with their epiphyses.
-    for xc, r, onset in ((0.18, 0.14, 1.0), (-0.22, 0.08, 6.5)):
+        s = (0.3 + 0.7 * g) * H
+        ang = np.arange(0, 360, 15)
+        th = np.deg2rad(ang)
+        shape = 1 + sum(h * g * _bump(th, ba, 28) for ba, h in bumps)
+        shape = shape * (1 + (1 - _smooth(2, 7, t - on)) * 0.08 * rng.standard_normal(ang.size) * (not standard))
+        o = _outline(ang, _ellipse_radii(ang, a * s, b * s) * shape)
+        spongy += 0.75 * cv.dome(x0 * H, wrist_y + y0 * H, lambda th, o=o, ax=np.deg2rad(axis): o(th - ax),
+                                 1.6 * a * s, b * s)
+        if name == "hamate" and g > 0.5:  # the hook, end-on: a dense ring
+            hx, hy, hr = (x0 - 0.02) * H, wrist_y + (y0 + 0.02) * H, 0.025 * H * g
+            spongy += 0.6 * (cv.ellipse(hx, hy, hr, hr) - 0.7 * cv.ellipse(hx, hy, 0.6 * hr, 0.6 * hr))
+    # Radius (thumb side) and ulna, with their epiphyses: the radial one wedge-shaped, with a styloid.
+    for group, xc, r, wedge in (("radius", 0.18, 0.14, 0.35), ("ulna", -0.22, 0.08, 0.0)):
+        grow, cap, fuse = stage[group]
         top = wrist_y + 0.38 * H
-        gap = 0.035 * H * (1 - fuse_rad)
-        shaft = _rod(X, Y, xc * H, top + gap, 1e4, r * H * (1 + 0.25 * np.exp(-(Y - top) / (0.4 * H))), soft=1)
-        can = _rod(X, Y, xc * H, top + 0.15 * H, 1e4, r * H * 0.5, soft=2)
-        cortical += shaft - 0.9 * can
-        on = onset + j()
-        g = _smooth(on, on + 9.0, t) * (t > on)
-        if g > 0:
-            ew = r * H * (0.3 + 0.75 * g)
-            spongy += _ellipsoid(X, Y, xc * H, top - 0.035 * H, ew, 0.045 * H * (0.4 + 0.6 * g), depth=ew) * 0.6
-            spongy += fuse_rad * _rod(X, Y, xc * H, top - 0.01 * H, top + gap + 0.01 * H, r * H, soft=1) * 0.4
-            # the fused physis leaves a dense scar that fades over the following years
-            spongy += fuse_rad * (1 - _smooth(16.0, 18.5, t)) * _rod(X, Y, xc * H, top + gap - 0.006 * H, top + gap + 0.006 * H, r * H, soft=0.5) * 0.8
+        gap = 0.035 * H * (1 - fuse)
+        hw = lambda y, r=r: r * H * (1 + 0.3 * np.exp(-np.clip(y - top, 0, None) / (0.35 * H)))  # noqa: E731
+        shaft = cv.rod(xc * H, top + gap / 2, top + 4 * H, hw, depth_ratio=0.65, soft=1.0)
+        can = cv.rod(xc * H, top + gap / 2, top + 4 * H, lambda y, hw=hw, r=r: hw(y) - 0.025 * H - 0.1 * r * H,
+                     depth_ratio=0.65, soft=2.0)
+        cortical += shaft - can
+        spongy += can * (0.1 + 0.25 * np.exp(-np.clip(Y - top, 0, None) / (0.3 * H)))
+        if grow > 0:
+            ew = r * H * 1.3 * (0.3 + 0.7 * grow)
+            eh = 0.045 * H * (0.4 + 0.6 * grow)
+            a = np.arange(0, 360, 15)
+            th = np.deg2rad(a)
+            shape = _ellipse_radii(a, ew, eh) * (1 + wedge * grow * _bump(th, 315, 35) + 0.3 * cap * (_bump(th, 10, 15) + _bump(th, 170, 15)))
+            spongy += 0.6 * cv.dome(xc * H, top - gap / 2 - eh * 0.9, _outline(a, shape), ew * 1.8, ew * 0.7,
+                                    clip=lambda x, y, top=top, gap=gap: (y < top - gap / 2).astype(np.float32))
+            scar = fuse * (1 - _smooth(15.5, mature_at, t))
+            spongy += 0.9 * scar * cv.rod(xc * H, top - 0.006 * H, top + 0.006 * H, hw, soft=0.3)
     forearm = 0.42 * H * _smooth(wrist_y - 0.1 * H, wrist_y + 0.3 * H, Y)
-    palm = _ellipsoid(X, Y, 0.05 * H, wrist_y - 0.2 * H, 0.6 * H, 0.5 * H, depth=0.16 * H)
+    palm = cv.ellipse(0.05 * H, wrist_y - 0.2 * H, 0.6 * H, 0.5 * H, 0.16 * H)
     soft = np.maximum(soft * 0.5, palm) + np.sqrt(np.clip(forearm**2 - X**2, 0, None)) * 0.6
-    tex = _texture(X.shape, rng, 0.5 / px)
+    tex = cv.texture(rng, 0.6, 0.4)
     bone = 1.6 * density * (cortical + spongy * (1 + 0.12 * tex))
-    return _finish_film(rng, acq, soft, bone, "hand", bone_age_months, sex, t, 1 - fuse_rad, epi_grow)
+    box = (-0.55 * H, -1.35 * H, 0.65 * H, wrist_y + 0.6 * H)
+    return _finish_film(rng, cv, soft, bone, "hand", bone_age_months, sex, t, 1 - stage["radius"][2],
+                        stage["radius"][0], t >= mature_at, box)
 
 
 # ----------------------------------------------------------------------------- cohort writer
@@ -490,7 +751,9 @@ def write_dicom(path, stored: np.ndarray, truth: PhantomTruth, *, birth, study, 
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = truth.photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, truth.bits_stored, truth.bits_stored - 1, 0
-    ds.PixelSpacing = [round(truth.pixel_spacing_mm, 6)] * 2
+    ds.PixelSpacing = [round(truth.pixel_spacing_mm, 6)] * 2  # calibrated to the patient plane
+    ds.ImagerPixelSpacing = [round(truth.pixel_spacing_mm * truth.magnification, 6)] * 2  # at the detector
+    ds.EstimatedRadiographicMagnificationFactor = round(truth.magnification, 4)
     vmax = (1 << truth.bits_stored) - 1
     ds.WindowCenter, ds.WindowWidth = vmax / 2 + 0.5, vmax + 1
     ds.RescaleIntercept, ds.RescaleSlope = 0, 1
@@ -537,10 +800,11 @@ def _write_subject(args) -> tuple[dict, dict]:
             write_dicom(out / name, ph.stored, ph.truth, birth=birth, study=when, patient_id=pid, syntax=syntax, body_part=part)
         else:
             Image.fromarray((ph.pixels * 65535).astype(np.uint16)).save(out / name)
+    mature = bool(films[0][1].truth.skeletally_mature)
     row = {"case_id": case, "image": knee_name, "sex": sex, "chronological_age_months": round(chron, 2),
-           "reference_bone_age_months": round(max(0.0, read), 1), "hand_image": hand_name}
+           "reference_bone_age_months": round(max(0.0, read), 1), "hand_image": hand_name, "skeletally_mature": mature}
     truth = {"case_id": case, "true_bone_age_months": round(true_ba, 2), "hand_true_bone_age_months": round(hand_ba, 2),
-             "hand_offset_days": hand_shift}
+             "hand_offset_days": hand_shift, "skeletally_mature": mature}
     return row, truth
 
 

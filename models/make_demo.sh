@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Rebuild the bundled synthetic demo model and the replication table (docs/replication.md).
 # Usage: bash models/make_demo.sh WORKDIR MODELDIR RESULTS_JSON
-# The defaults are the shipped demo's recipe: about 80 minutes on a 2-core CPU. Every number it
+# The defaults are the shipped demo's recipe: about an hour on a 2-core CPU. Every number it
 # prints is SYNTHETIC. Environment overrides: N_HANDS N_TRAIN N_TEST SIZE INPUT HAND_INPUT BS LR
 # HAND_FOLDS HAND_EPOCHS KNEE_FOLDS KNEE_EPOCHS VAR_FOLDS VAR_EPOCHS WORKERS; MAIN=0 skips the main
 # model (variants only).
 set -euo pipefail
 WORK=${1:-runs/demo}; MODEL=${2:-models/demo}; RESULTS=${3:-$WORK/results.json}
-W=${WORKERS:-$(nproc)}; SIZE=${SIZE:-256}; INPUT=${INPUT:-128}; HAND_INPUT=${HAND_INPUT:-160}; BS=${BS:-32}; LR=${LR:-2e-3}
-N_HANDS=${N_HANDS:-2000}; N_TRAIN=${N_TRAIN:-3000}; N_TEST=${N_TEST:-800}
-HAND_FOLDS=${HAND_FOLDS:-2}; HAND_EPOCHS=${HAND_EPOCHS:-60}; KNEE_FOLDS=${KNEE_FOLDS:-5}; KNEE_EPOCHS=${KNEE_EPOCHS:-15}
+W=${WORKERS:-$(nproc)}; SIZE=${SIZE:-256}; INPUT=${INPUT:-128}; HAND_INPUT=${HAND_INPUT:-128}; BS=${BS:-32}; LR=${LR:-2e-3}
+N_HANDS=${N_HANDS:-2000}; N_TRAIN=${N_TRAIN:-3000}; N_TEST=${N_TEST:-400}
+HAND_FOLDS=${HAND_FOLDS:-2}; HAND_EPOCHS=${HAND_EPOCHS:-20}; KNEE_FOLDS=${KNEE_FOLDS:-5}; KNEE_EPOCHS=${KNEE_EPOCHS:-15}
 VAR_FOLDS=${VAR_FOLDS:-2}; VAR_EPOCHS=${VAR_EPOCHS:-12}; MAIN=${MAIN:-1}
 K=python3
 START=$(date +%s); el() { echo $(( $(date +%s) - START )); }
