@@ -31,7 +31,11 @@ def test_cohort_upload_run_results_export(page, tmp_path, pi_password):
     run = page.get_by_role("button", name="Run the model on 10 cases")
     expect(run).to_be_visible()
     run.click()
+    # earlier tests' runs are on the page too: wait until the run just made is the one shown
+    cases_shown = page.get_by_test_id("stMetric").filter(has_text="Cases").get_by_test_id("stMetricValue")
+    expect(cases_shown).to_have_text("10 / 10", timeout=120_000)
     expect(page.get_by_test_id("stMetricLabel").filter(has_text="MAE (months)")).to_be_visible()
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=120_000)  # the rerun has finished
     with page.expect_download() as dl:
         page.get_by_role("button", name="Download summary.json").click()
     summary = json.loads(open(dl.value.path()).read())
