@@ -15,7 +15,8 @@ from . import reference
 from .errors import InputError
 from .imaging import Radiograph
 from .predict import Prediction, Predictor, overlay, years_months
-from .preprocess import auto_box, resolve_box
+from .localise import Framing
+from .preprocess import resolve_box
 
 DEMO_STATEMENT = ("This is the synthetic demo model, trained only on computer-generated phantom radiographs. "
                   "Its numbers show how kneeage works; they are not a clinical bone age.")
@@ -30,6 +31,13 @@ class CaseResult:
     box: tuple[int, int, int, int]
     prediction: Prediction
     sds: reference.SDSResult | None
+    framing: Framing | None = None
+    overridden: bool = False  # the model withheld the number and the user asked to see it anyway
+
+    @property
+    def withheld(self) -> bool:
+        """The model refused or censored this image and the user did not override: show no number."""
+        return self.prediction.refusal is not None and not self.overridden
 
     @property
     def bone_age_text(self) -> str:
@@ -42,6 +50,10 @@ class CaseResult:
             "sex": self.sex,
             "chronological_age_months": self.chronological_age_months,
             "crop_box": list(self.box),
+            "framing": self.framing.as_dict() if self.framing else None,
+            "refusal": p.refusal,
+            "refusal_text": p.refusal_text,
+            "overridden": self.overridden,
             "bone_age_months": round(p.bone_age_months, 2),
             "bone_age_years_months": self.bone_age_text,
             "interval_months": ([round(v, 2) for v in p.interval_months]
@@ -59,6 +71,9 @@ class CaseResult:
                        sds_reference=self.sds.source)
         if p.synthetic_demo:
             out["notice"] = DEMO_STATEMENT
+        if self.withheld:  # no number leaves the program for a refused or censored image
+            for k in ("bone_age_months", "bone_age_years_months", "interval_months", "fold_values_months"):
+                out[k] = None
         return out
 
 
@@ -75,22 +90,24 @@ def header_age(radiograph: Radiograph) -> tuple[float | None, str | None]:
     return round(float(v), 1), None
 
 
-def default_box(radiograph: Radiograph) -> tuple[int, int, int, int]:
-    return auto_box(radiograph.pixels)
-
-
-def check_box(box, radiograph: Radiograph) -> tuple[int, int, int, int]:
-    """A crop box ("auto" or empty, "full", text "x0,y0,x1,y1" or four numbers) clipped to the image;
-    refuses boxes under 16 px, naming the file."""
+def check_box(box, radiograph: Radiograph):
+    """A crop box: "auto"/empty/None (the model finds the knee), "full", or text "x0,y0,x1,y1" / four numbers
+    clipped to the image; refuses boxes under 16 px, naming the file."""
+    if box is None or (isinstance(box, str) and box.strip() in ("", "auto")):
+        return "auto"
+    if isinstance(box, str) and box.strip() == "full":
+        return "full"
     try:
-        return resolve_box(radiograph.pixels, "auto" if box is None else box)
+        return resolve_box(radiograph.pixels, box)
     except InputError as e:
         raise InputError(f"{radiograph.name}: {str(e)[0].lower()}{str(e)[1:]}") from None
 
 
 def analyse(predictor: Predictor, radiograph: Radiograph, sex: str, chronological_age_months: float | None,
-            box=None) -> tuple[CaseResult, np.ndarray]:
-    """Predict one radiograph; returns the result and the model input (for display and saliency)."""
+            box=None, spacing_mm: float | None = None, override: bool = False) -> tuple[CaseResult, np.ndarray]:
+    """Predict one radiograph; returns the result and the model input (for display and saliency).
+    ``spacing_mm``: the pixel spacing when the file has no header (a PNG); else the header's is used.
+    ``override``: the user deliberately asks for the number of an image the model refuses (marked as such)."""
     if sex not in ("F", "M"):
         raise InputError(f"{radiograph.name}: sex must be F or M; the file does not say, so please choose one.")
     chron = chronological_age_months
@@ -99,11 +116,15 @@ def analyse(predictor: Predictor, radiograph: Radiograph, sex: str, chronologica
     if chron is not None and not 0 <= chron <= reference.MAX_AGE_MONTHS:
         raise InputError(f"{radiograph.name}: chronological age {chron:.0f} months is outside "
                          f"0-{reference.MAX_AGE_MONTHS:.0f} months.")
-    b = check_box(box, radiograph)
-    x = predictor.prepare(radiograph.pixels, b, radiograph.pixel_spacing_mm)
+    framing = predictor.frame(radiograph.pixels, check_box(box, radiograph), radiograph.pixel_spacing_mm or spacing_mm)
+    x = predictor.prepare(radiograph.pixels, framing=framing)
     pred = predictor.predict_many([x], [sex], [chron], [radiograph.body_part])[0]
-    sds = reference.bone_age_sds(min(max(pred.bone_age_months, 0), reference.MAX_AGE_MONTHS), chron, sex) if chron is not None else None
-    return CaseResult(radiograph.name, sex, chron, b, pred, sds), x
+    sds = None
+    overridden = bool(override and pred.refusal)
+    if chron is not None and (pred.refusal is None or overridden):
+        sds = reference.bone_age_sds(min(max(pred.bone_age_months, 0), reference.MAX_AGE_MONTHS), chron, sex)
+    box_px = tuple(int(round(v)) for v in framing.region_px)
+    return CaseResult(radiograph.name, sex, chron, box_px, pred, sds, framing, overridden), x
 
 
 def saliency_overlay(predictor: Predictor, model_input: np.ndarray, sex: str, method: str = "gradient",

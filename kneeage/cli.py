@@ -77,24 +77,45 @@ def synth(n, seed, out, size, hands, fmt, workers):
 @click.option("--no-sex", is_flag=True, help="Image only: do not give the network the patient's sex.")
 @click.option("--chron-age", is_flag=True, help="Also give the network the chronological age.")
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False), help="Start the backbone from this (hand) model.")
+@click.option("--spacing", "spacing_mm", type=click.FloatRange(0.05, 5), default=None,
+              help="Frame in millimetres: the input is INPUT_SIZE px at this many mm per pixel around the region (needs --localiser).")
+@click.option("--localiser", type=click.Path(exists=True, file_okay=False), help="Trained localiser directory (python -m kneeage localiser).")
 @click.option("--name", default="kneeage model", show_default=True)
 @click.option("--training-data", default="", help="Free-text description of the training data for the model card.")
 @click.option("--synthetic-demo", is_flag=True, help="Mark the model as trained on synthetic phantoms (shown with its numbers).")
 def train(manifest, out, label_column, image_column, body_part, arch, input_size, folds, epochs, patience, min_epochs,
-          batch_size, lr, seed, crop, no_sex, chron_age, init_from, name, training_data, synthetic_demo):
+          batch_size, lr, seed, crop, no_sex, chron_age, init_from, spacing_mm, localiser, name, training_data, synthetic_demo):
     """Train a k-fold ensemble (resumable; runs under torchrun with DDP)."""
     from .model import ModelConfig
     from .train import TrainSettings
     from .train import train as run_train
 
-    cfg = ModelConfig(arch=arch, input_size=input_size, use_sex=not no_sex, use_chron_age=chron_age, body_part=body_part)
+    cfg = ModelConfig(arch=arch, input_size=input_size, use_sex=not no_sex, use_chron_age=chron_age, body_part=body_part,
+                      spacing_mm=spacing_mm)
     st = TrainSettings(label_column=label_column, image_column=image_column, folds=folds, epochs=epochs,
                        patience=patience, min_epochs=min_epochs, batch_size=batch_size, lr=lr, seed=seed, crop=crop, init_from=init_from,
+                       localiser=localiser,
                        training_data=training_data, synthetic_demo=synthetic_demo)
     card = _guard(lambda: run_train(manifest, out, cfg, st, name=name, log=lambda m: click.echo(m, err=True)))
     if card is not None:
         click.echo(json.dumps({"model_dir": out, "oof_mae": card.results["oof_mae"],
                                "interval_coverage": card.interval["oof_coverage"]}))
+
+
+@main.command()
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="The phantom cohort's truth.csv (its <image-column>_box column gives the regions).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write the localiser to.")
+@click.option("--image-column", default="image", show_default=True, help="image (knee) or hand_image.")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+def localiser(manifest, truth, out, image_column, epochs):
+    """Train the region localiser on phantoms (kneeage.localise); give it to `train --localiser`."""
+    from .localise import train_localiser
+
+    loc = _guard(lambda: train_localiser(manifest, truth, out, image_column, epochs, log=lambda m: click.echo(m, err=True)))
+    if loc is not None:
+        click.echo(json.dumps(loc.info))
 
 
 @main.command()
@@ -115,9 +136,12 @@ def pseudolabel(manifest, hand_model, out, column):
 @click.option("--sex", type=click.Choice(["F", "M"]), help="Patient sex (else taken from each DICOM).")
 @click.option("--age", "chron", type=float, help="Chronological age in months (else from the DICOM).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Model directory (default: the bundled demo).")
-@click.option("--crop", default="auto", show_default=True, help="full, auto, or x0,y0,x1,y1 in pixels.")
+@click.option("--crop", default="auto", show_default=True, help="full, auto (the model finds the knee), or x0,y0,x1,y1 in pixels.")
+@click.option("--spacing", type=click.FloatRange(0.01, 10), help="Pixel spacing in mm for files without a DICOM header "
+              "(else estimated from the anatomy).")
+@click.option("--override", is_flag=True, help="Print the number even where the model withholds it (marked as overridden).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
-def predict(files, sex, chron, model_dir, crop, as_json):
+def predict(files, sex, chron, model_dir, crop, spacing, override, as_json):
     """Estimate bone age for knee radiographs (exit 1 if any file could not be read)."""
     from .case import analyse
     from .errors import KneeageError
@@ -132,7 +156,7 @@ def predict(files, sex, chron, model_dir, crop, as_json):
             s = sex or r.sex
             if s not in ("F", "M"):
                 raise KneeageError(f"{f}: the file gives no sex; pass --sex F or --sex M.")
-            res, _ = analyse(pred, r, s, chron if chron is not None else r.chronological_age_months, crop)
+            res, _ = analyse(pred, r, s, chron if chron is not None else r.chronological_age_months, crop, spacing, override)
         except KneeageError as e:
             failed += 1
             click.echo(json.dumps({"file": f, "error": str(e)}) if as_json else f"{f}: ERROR {e}")
@@ -140,13 +164,28 @@ def predict(files, sex, chron, model_dir, crop, as_json):
         d = res.as_dict() | {"file": f}
         if as_json:
             click.echo(json.dumps(d))
+        elif res.withheld:
+            click.echo(f"{f}: {d['refusal_text']}")
         else:
             sds = f", SDS {d['bone_age_sds']:+.2f} ({d['sds_category']})" if "bone_age_sds" in d else ""
             demo = "  [synthetic demo model, not clinical]" if d["synthetic_demo"] else ""
             click.echo(f"{f}: bone age {d['bone_age_years_months']} ({d['bone_age_months']:.1f} mo), "
                        f"{d['interval_level']:.0%} interval {interval_text(d['interval_months'])}{sds}; "
-                       f"flags: {', '.join(d['flags']) or 'none'}{demo}")
+                       f"flags: {', '.join(d['flags']) or 'none'}{demo}"
+                       + ("  [OVERRIDDEN: the model withheld this number]" if d["overridden"] else ""))
     sys.exit(1 if failed else 0)
+
+
+DB_OPTION = click.option("--db", metavar="PATH|URL",
+                         help="Study database: a SQLite file, sqlite:///PATH or postgresql://USER@HOST/DB "
+                              "(default: $KNEEAGE_DATABASE_URL, else studies/kneeage.db).")
+
+
+def _store(db, must_exist: bool = False):
+    """The study database, or one line on stderr and exit status 2 if it cannot be opened."""
+    from .store import Store
+
+    return _guard(lambda: Store(db, must_exist=must_exist))
 
 
 def _guard(fn):
@@ -191,7 +230,7 @@ def evaluate(model_dir, manifest, truth, crop, cases, record):
 @click.option("--model", "model_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Model directory (kneeage or imported; repeat to run and compare several; default: the bundled demo).")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--db", type=click.Path(dir_okay=False), help="SQLite database (default: studies/kneeage.db).")
+@DB_OPTION
 @click.option("--site", default="site", show_default=True)
 @click.option("--name", default=None, help="Cohort name (default: the manifest's file name).")
 @click.option("--batch", default=8, show_default=True)
@@ -208,7 +247,6 @@ def validate(manifest, images, predictions, model_dirs, out, db, site, name, bat
     from . import validation
     from .cohort import FolderSource, ZipSource, check_cohort, read_manifest
     from .predict import DEFAULT_MODEL_DIR, Predictor
-    from .store import Store
 
     if predictions == bool(images):
         click.echo("error: give --images (to run models) or --predictions (predictions made elsewhere), one of them.", err=True)
@@ -235,7 +273,7 @@ def validate(manifest, images, predictions, model_dirs, out, db, site, name, bat
     if not s["usable"]:
         click.echo("error: no usable cases.", err=True)
         sys.exit(2)
-    store = Store(db)
+    store = _store(db)
     cohort_name = name or Path(manifest).stem
     if predictions:
         cohort_id, run_ids = _guard(lambda: prediction_columns.ingest(store, check, cohort_name, site, Path(manifest).name))
@@ -280,15 +318,14 @@ def _write_runs(store, run_ids: list[str], out) -> None:
 @main.command("compare")
 @click.argument("run_ids", nargs=-1, required=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--db", type=click.Path(dir_okay=False), help="SQLite database (default: studies/kneeage.db).")
+@DB_OPTION
 def compare_cmd(run_ids, out, db):
     """Compare stored runs of one cohort pairwise (MAE difference, Bland-Altman, delayed/normal/advanced)."""
     from pathlib import Path
 
     from . import compare
-    from .store import Store
 
-    cmp = _guard(lambda: compare.compare_models(Store(db), list(run_ids)))
+    cmp = _guard(lambda: compare.compare_models(_store(db), list(run_ids)))
     Path(out).mkdir(parents=True, exist_ok=True)
     for fname, data in compare.exports(cmp).items():
         (Path(out) / fname).write_bytes(data)
@@ -361,28 +398,26 @@ def study():
 @click.option("--protocol", type=click.Path(exists=True, dir_okay=False), required=True, help="A studies/*.toml protocol.")
 @click.option("--cohort", "cohort_id", help="A stored cohort id (default: the protocol's synthetic cohort).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Model for the assisted arm.")
-@click.option("--db", type=click.Path(dir_okay=False))
+@DB_OPTION
 def study_create(protocol, cohort_id, model_dir, db):
     from . import readerstudy
     from .predict import DEFAULT_MODEL_DIR, Predictor
-    from .store import Store
 
     p = _guard(lambda: readerstudy.Protocol.load(protocol))
     pred = Predictor(model_dir or DEFAULT_MODEL_DIR) if p.assisted else None
-    sid = _guard(lambda: readerstudy.setup_study(Store(db), p, pred, cohort_id))
+    sid = _guard(lambda: readerstudy.setup_study(_store(db), p, pred, cohort_id))
     click.echo(sid)
 
 
 @study.command("invite")
 @click.argument("study_id")
 @click.option("--reader", "names", multiple=True, required=True, help="Reader name (repeat for several).")
-@click.option("--db", type=click.Path(dir_okay=False))
+@DB_OPTION
 def study_invite(study_id, names, db):
     """Print one access code per reader (shown once; only a hash is stored)."""
     from . import readerstudy
-    from .store import Store
 
-    store = Store(db)
+    store = _store(db)
     _guard(lambda: readerstudy.study_protocol(store, study_id))
     for n in names:
         click.echo(f"{n}\t{readerstudy.invite(store, study_id, n)}")
@@ -391,37 +426,34 @@ def study_invite(study_id, names, db):
 @study.command("revoke")
 @click.argument("study_id")
 @click.argument("reader_id")
-@click.option("--db", type=click.Path(dir_okay=False))
+@DB_OPTION
 def study_revoke(study_id, reader_id, db):
     """Withdraw a reader's code; an open reading session stops at its next request. Answers are kept."""
     from . import readerstudy
-    from .store import Store
 
-    _guard(lambda: readerstudy.revoke(Store(db), study_id, reader_id))
+    _guard(lambda: readerstudy.revoke(_store(db), study_id, reader_id))
     click.echo(f"withdrew the code of reader {reader_id.upper()}")
 
 
 @study.command("reissue")
 @click.argument("study_id")
 @click.argument("reader_id")
-@click.option("--db", type=click.Path(dir_okay=False))
+@DB_OPTION
 def study_reissue(study_id, reader_id, db):
     """Print a new code for the same reader and worklist; the old code stops working."""
     from . import readerstudy
-    from .store import Store
 
-    click.echo(_guard(lambda: readerstudy.reissue(Store(db), study_id, reader_id)))
+    click.echo(_guard(lambda: readerstudy.reissue(_store(db), study_id, reader_id)))
 
 
 @study.command("status")
 @click.argument("study_id")
-@click.option("--db", type=click.Path(dir_okay=False))
+@DB_OPTION
 def study_status(study_id, db):
     """Progress per reader, as JSON lines."""
     from . import readerstudy
-    from .store import Store
 
-    store = Store(db)
+    store = _store(db)
     for r in store.readers(study_id).to_dict("records"):
         done, total = readerstudy.progress(store, r)
         click.echo(json.dumps({"reader_id": r["id"], "reader": r["name"], "done": done, "total": total}))
@@ -430,15 +462,14 @@ def study_status(study_id, db):
 @study.command("export")
 @click.argument("study_id")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--db", type=click.Path(dir_okay=False))
+@DB_OPTION
 def study_export(study_id, out, db):
     """reads.csv (all reads, long), analysis.json, analysis.html and audit.csv."""
     from pathlib import Path
 
     from . import report
-    from .store import Store
 
-    store = Store(db)
+    store = _store(db)
     files = _guard(lambda: report.study_exports(store, study_id))
     Path(out).mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
@@ -460,15 +491,14 @@ def study_export(study_id, out, db):
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
 @click.option("--analysis", type=click.Choice(["RRRC", "FRRC", "RRFC"]), default="RRRC", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per number of readers.")
-@click.option("--db", type=click.Path(dir_okay=False))
+@DB_OPTION
 def study_plan(effect, pilot_study, var_tr, var_error, cov1, cov2, cov3, pilot_cases, reader_range, power, alpha,
                analysis, as_json, db):
     """Readers × cases needed to detect an MAE difference (Hillis-Obuchowski power for ORH)."""
     from . import planning, readerstudy
-    from .store import Store
 
     if pilot_study:
-        comps = _guard(lambda: planning.pilot_from_reads(readerstudy.reads_table(Store(db), pilot_study)))
+        comps = _guard(lambda: planning.pilot_from_reads(readerstudy.reads_table(_store(db), pilot_study)))
         comps.pop("observed_difference")
     else:
         given = dict(var_reader_condition=var_tr, var_error=var_error, cov1=cov1, cov2=cov2, cov3=cov3, pilot_cases=pilot_cases)
@@ -518,10 +548,29 @@ def plan_cohort(mae, mae_half_width, sd_error, loa_half_width, sd_reference, bia
 
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Backup file to write (SQLite).")
-@click.option("--db", type=click.Path(dir_okay=False, exists=True), help="Database (default: studies/kneeage.db).")
+@DB_OPTION
 def backup(out, db):
-    """Copy the whole study database consistently, even while the app is in use (SQLite online backup)."""
-    from .store import Store
-
-    n = _guard(lambda: Store(db).backup(out))
+    """Copy the whole study database consistently into a SQLite file, even while the app is in use (SQLite:
+    online backup; PostgreSQL: one snapshot). Restore with `db copy --from BACKUP --to URL`."""
+    n = _guard(lambda: _store(db, must_exist=True).backup(out))
     click.echo(f"backed up {n} tables to {out}")
+
+
+@main.group()
+def db():
+    """The study database: SQLite file or PostgreSQL server (KNEEAGE_DATABASE_URL)."""
+
+
+@db.command("copy")
+@click.option("--from", "source", required=True, metavar="PATH|URL", help="The study database to copy.")
+@click.option("--to", "target", required=True, metavar="PATH|URL", help="An empty database (created if it is a new SQLite file).")
+def db_copy(source, target):
+    """Move a study between SQLite and PostgreSQL: every table, in one snapshot of the source and one
+    transaction on the target; the target must hold no study data."""
+    from .store import copy_database
+
+    src = _store(source, must_exist=True)
+    dst = _store(target)
+    counts = _guard(lambda: copy_database(src, dst))
+    click.echo(f"copied {sum(counts.values())} rows from {src.label} to {dst.label}: "
+               + ", ".join(f"{t} {n}" for t, n in counts.items()))

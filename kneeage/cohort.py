@@ -9,7 +9,8 @@ Manifest (CSV, one row per case; headers are case-insensitive):
   with a unit column (``age_unit``: months/years), or ``birth_date`` + ``study_date``;
 * reference bone age — ``reference_bone_age_months`` / ``_years``, or ``reference_bone_age`` /
   ``bone_age`` with ``bone_age_unit``;
-* optional ``reference_method``, ``reader``, ``crop_box`` ("x0,y0,x1,y1"), and comparator estimates:
+* optional ``reference_method``, ``reader``, ``crop_box`` ("x0,y0,x1,y1"), ``pixel_spacing_mm`` (patient plane,
+  for files without a DICOM header), and comparator estimates:
   any other ``<name>_bone_age_months`` / ``_years`` column (e.g. ``fels_bone_age_months``).
 
 Without a unit the ages are taken as years when every value is at most 21, else months, and the check
@@ -388,6 +389,8 @@ def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, 
         assumptions.append("reference bone age: no column; the model runs but agreement cannot be computed.")
     for opt in ("reference_method", "reader", "crop_box"):
         out[opt] = df[opt] if opt in df else ""
+    if "pixel_spacing_mm" in df:  # files without a header (PNG, JPEG, TIFF): the site states the spacing
+        out["pixel_spacing_mm"] = df["pixel_spacing_mm"].map(_number)
     comparators = [c for c in df.columns if re.fullmatch(r"(?!reference_)\w+_bone_age_(months|years)", c)]
     for c in comparators:
         name = re.sub(r"_bone_age_(months|years)$", "", c)
@@ -441,37 +444,45 @@ def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, 
     decoded: dict = {}
     if decode:
         todo = [i for i in df.index if i + 2 not in bad_rows]
+        jobs = [(i, str(df.at[i, "image"]), parse_box(out.at[i, "crop_box"]) or "auto") for i in todo]
 
-        def load(i):
+        def load(job):
+            """Streaming: each thread reads, decodes and makes the model input of one image, and hands on only
+            what is kept (hash, body part, the small input), so no full-size image waits in memory."""
+            i, name, box = job
             try:
-                return i, load_radiograph(images.read(str(df.at[i, "image"])), name=str(df.at[i, "image"])), None
+                rad = load_radiograph(images.read(name), name=name)
             except (KneeageError, OSError) as e:
-                return i, None, str(e).rstrip(".")
+                return i, None, None, None, str(e).rstrip(".")
+            x, x_error = None, None
+            if input_size:
+                try:
+                    x = to_input(rad.pixels, input_size, box).astype(np.float16)
+                except KneeageError as e:
+                    x_error = str(e).rstrip(".")
+            return i, rad.content_hash, rad.body_part, x, x_error
 
         hashes: dict[str, int] = {}
         with ThreadPoolExecutor(workers) as pool:
-            for k, (i, rad, err) in enumerate(pool.map(load, todo)):
+            for k, (i, digest, body_part, x, x_error) in enumerate(pool.map(load, jobs)):
                 if progress:
                     progress(k + 1, len(todo))
-                if rad is None:
-                    problem(i, "error", f"unreadable: {err}")
+                if digest is None:
+                    problem(i, "error", f"unreadable: {x_error}")
                     continue
-                out.at[i, "image_hash"] = rad.content_hash
-                if rad.content_hash in hashes:
-                    problem(i, "error", f"the image is identical to row {hashes[rad.content_hash]}'s")
+                out.at[i, "image_hash"] = digest
+                if digest in hashes:
+                    problem(i, "error", f"the image is identical to row {hashes[digest]}'s")
                     continue
-                hashes[rad.content_hash] = i + 2
-                part = (rad.body_part or "").upper()
+                hashes[digest] = i + 2
+                part = (body_part or "").upper()
                 if part and "KNEE" not in part and part not in ("LEG", "LOWER LIMB", "LOWERLIMB", "EXTREMITY"):
-                    problem(i, "warning", f"the DICOM header says body part {rad.body_part!r}, not a knee")
+                    problem(i, "warning", f"the DICOM header says body part {body_part!r}, not a knee")
                 if input_size:
-                    box = parse_box(out.at[i, "crop_box"]) or "auto"
-                    try:
-                        x = to_input(rad.pixels, input_size, box).astype(np.float16)
-                    except KneeageError as e:
-                        problem(i, "error", str(e).rstrip("."))
+                    if x_error:
+                        problem(i, "error", x_error)
                         continue
-                    decoded[str(df.at[i, "case_id"])] = (x, rad.body_part)
+                    decoded[str(df.at[i, "case_id"])] = (x, body_part)
     probs = pd.DataFrame(problems, columns=["row", "case_id", "severity", "problem"]).sort_values(["row", "severity"], kind="stable")
     bad_rows = set(probs.row[probs.severity == "error"])
     usable = out[~out.row.isin(bad_rows)].reset_index(drop=True)

@@ -30,3 +30,8 @@ class InputError(KneeageError):
 
 class StatsError(KneeageError):
     """Data given to a statistic is unusable (lengths differ, too few pairs, NaN, ...)."""
+
+
+class StoreError(KneeageError):
+    """The study database cannot be opened, reached or used (a bad URL, a server that does not answer, a
+    database made by a newer kneeage)."""

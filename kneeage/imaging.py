@@ -210,28 +210,30 @@ def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
     rows, cols = _int(ds.get("Rows")) or 0, _int(ds.get("Columns")) or 0
     _check_size(label, rows, cols)
 
-    try:
-        arr = ds.pixel_array
-    except Exception as e:  # noqa: BLE001 - decoders raise many types
-        msg = _short(e)
-        if "length" in msg.lower() or "truncat" in msg.lower() or "end of" in msg.lower():
-            raise RadiographError(label, f"its pixel data is truncated or the wrong length ({msg})") from None
-        raise RadiographError(label, f"its pixel data could not be decoded ({msg})") from None
+    arr = _native_pixels(ds, rows, cols)
+    if arr is None:
+        try:
+            arr = ds.pixel_array
+        except Exception as e:  # noqa: BLE001 - decoders raise many types
+            msg = _short(e)
+            if "length" in msg.lower() or "truncat" in msg.lower() or "end of" in msg.lower():
+                raise RadiographError(label, f"its pixel data is truncated or the wrong length ({msg})") from None
+            raise RadiographError(label, f"its pixel data could not be decoded ({msg})") from None
     arr = np.asarray(arr)
     if arr.ndim != 2:
         raise RadiographError(label, f"its pixel data has shape {arr.shape}, not a single grayscale image")
 
-    out = _linear_luts(arr, ds)
-    if out is None:
+    pixels = _linear_scaled(arr, ds, invert=photometric == "MONOCHROME1")
+    if pixels is None:
         try:
             out = apply_modality_lut(arr, ds)
             if "VOILUTSequence" in ds or "WindowCenter" in ds:
                 out = apply_voi_lut(out, ds, index=0)
         except Exception as e:  # noqa: BLE001 - malformed LUTs
             raise RadiographError(label, f"its modality or VOI LUT is malformed ({_short(e)})") from None
-    pixels = _scale01(out)
-    if photometric == "MONOCHROME1":
-        pixels = 1.0 - pixels
+        pixels = _scale01(out)
+        if photometric == "MONOCHROME1":
+            pixels = 1.0 - pixels
 
     birth = _dicom_date(ds.get("PatientBirthDate"))
     study = _dicom_date(ds.get("StudyDate")) or _dicom_date(ds.get("AcquisitionDate")) or _dicom_date(ds.get("ContentDate"))
@@ -239,11 +241,7 @@ def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
     if age is None:
         age = _patient_age_months(_s(ds.get("PatientAge")))
     sex = _s(ds.get("PatientSex"))
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    try:
-        spacing_t = (float(spacing[0]), float(spacing[1])) if spacing else None
-    except (TypeError, ValueError, IndexError):
-        spacing_t = None
+    spacing_t = _spacing(ds)
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     return Radiograph(
         pixels=pixels,
@@ -266,10 +264,37 @@ def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
     )
 
 
-def _linear_luts(arr: np.ndarray, ds) -> np.ndarray | None:
-    """The common case in float32: rescale slope/intercept, then a LINEAR window (DICOM PS3.3
-    C.11.2.1.2.1) with output range [0, 1]. None when a LUT sequence, another VOI function or an odd
-    window needs pydicom's general implementation (which works in float64 and is several times slower)."""
+_NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit and explicit VR little endian
+
+
+def _native_pixels(ds, rows: int, cols: int) -> np.ndarray | None:
+    """The pixels of an uncompressed little-endian data set, read in place from its bytes: what pydicom's
+    ``pixel_array`` returns for it, without its general machinery (most of a CR's decoding time). None
+    where pydicom must decide: other transfer syntaxes, 8/16-bit aside, signed values narrower than their
+    cells, set bits above BitsStored (pydicom masks them), pixel data of the wrong length."""
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    allocated = _int(ds.get("BitsAllocated"))
+    stored = _int(ds.get("BitsStored")) or allocated
+    signed = _int(ds.get("PixelRepresentation")) == 1
+    if syntax not in _NATIVE_LE or allocated not in (8, 16) or not 1 <= (stored or 0) <= allocated:
+        return None
+    if signed and stored != allocated:
+        return None
+    data = ds.get("PixelData")
+    data = getattr(data, "value", data)
+    need = rows * cols * allocated // 8
+    if not isinstance(data, bytes) or len(data) not in (need, need + 1):
+        return None
+    arr = np.frombuffer(data, dtype=f"<{'i' if signed else 'u'}{allocated // 8}", count=rows * cols).reshape(rows, cols)
+    if not signed and stored < allocated and int(arr.max()) >> stored:
+        return None
+    return arr
+
+
+def _linear_params(ds) -> tuple[float, float, float | None, float | None] | None:
+    """(slope, intercept, window centre, window width) when the modality and VOI transforms are linear:
+    rescale slope/intercept, then a LINEAR window (DICOM PS3.3 C.11.2.1.2.1) with output range [0, 1].
+    None when a LUT sequence, another VOI function or an odd window needs pydicom's general implementation."""
     if any(k in ds for k in ("ModalityLUTSequence", "VOILUTSequence")):
         return None
     if str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper() != "LINEAR":
@@ -289,16 +314,42 @@ def _linear_luts(arr: np.ndarray, ds) -> np.ndarray | None:
         return None
     if not (np.isfinite(slope) and np.isfinite(intercept)) or (centre is not None and not (np.isfinite(centre) and np.isfinite(width) and width > 1)):
         return None
-    x = np.array(arr, dtype=np.float32)
-    if slope != 1 or intercept != 0:
-        x *= np.float32(slope)
-        x += np.float32(intercept)
+    return slope, intercept, centre, width
+
+
+def _linear_scaled(arr: np.ndarray, ds, invert: bool) -> np.ndarray | None:
+    """The finished pixels of an integer image with linear transforms: modality rescale, window, min-max
+    scaling to [0, 1] and the MONOCHROME1 inversion folded into one affine map, computed in float32 from
+    the stored integers (a cast, a multiply and an add in place; no float64, no copies, no finiteness
+    scan). The transforms are monotonic, so the image's extremes give the scaling and tell whether a
+    clip is needed. Equal to applying them one by one within float32 rounding (tests/test_imaging.py).
+    None when not applicable."""
+    params = _linear_params(ds)
+    if params is None or arr.dtype.kind not in "ui" or not arr.size:
+        return None
+    slope, intercept, centre, width = params
+    a, b = slope, intercept  # value = a·x + b, then the window: u = value/(w-1) + (0.5 - (c-0.5)/(w-1))
     if centre is not None:
-        x -= np.float32(centre - 0.5)
-        x *= np.float32(1 / (width - 1))
-        x += np.float32(0.5)
-        np.clip(x, 0, 1, out=x)
-    return x
+        a, b = a / (width - 1), (b - (centre - 0.5)) / (width - 1) + 0.5
+    extremes = np.array([arr.min(), arr.max()])
+    lo, hi = sorted((a * float(extremes[0]) + b, a * float(extremes[1]) + b))
+    if centre is not None:
+        lo, hi = min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)  # the window's clip, at the extremes
+    if hi <= lo:  # a flat image
+        return np.full(arr.shape, 1.0 if invert else 0.0, np.float32)
+    a, b = a / (hi - lo), (b - lo) / (hi - lo)  # the min-max scaling (the clip below is the window's)
+    if invert:
+        a, b = -a, 1.0 - b
+    a, b = np.float32(a), np.float32(b)
+    out = arr.astype(np.float32)  # exact for integers under 2**24
+    out *= a
+    out += b
+    # float32 rounding is monotonic, so the extremes show whether anything left [0, 1] (a window that
+    # clips, or a last-bit overshoot): only then is the whole image clipped
+    ends = extremes.astype(np.float32) * a + b
+    if ends.min() < 0 or ends.max() > 1:
+        np.clip(out, 0, 1, out=out)
+    return out
 
 
 def _uid_name(uid: str) -> str:
@@ -330,6 +381,25 @@ def _int(value) -> int | None:
         return int(v) if v not in (None, "") else None
     except (TypeError, ValueError):
         return None
+
+
+def _spacing(ds) -> tuple[float, float] | None:
+    """Pixel spacing in the patient plane (mm, rows then columns): PixelSpacing when the header gives it
+    (already calibrated), else ImagerPixelSpacing (at the detector) divided by
+    EstimatedRadiographicMagnificationFactor when that is given (DICOM PS3.3 C.8.11.7); None if unknown."""
+    raw, mag = ds.get("PixelSpacing"), 1.0
+    if not raw:
+        raw = ds.get("ImagerPixelSpacing")
+        try:
+            mag = float(ds.get("EstimatedRadiographicMagnificationFactor") or 1.0)
+        except (TypeError, ValueError):
+            mag = 1.0
+        mag = mag if 0.5 <= mag <= 3 else 1.0
+    try:
+        sy, sx = (float(raw[0]) / mag, float(raw[1]) / mag) if raw else (0.0, 0.0)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (sy, sx) if 0.01 <= sy <= 10 and 0.01 <= sx <= 10 else None
 
 
 def _dicom_date(value) -> date | None:

@@ -54,6 +54,7 @@ class ModelConfig:
     label_mean: float = 108.0  # months
     label_std: float = 60.0
     body_part: str = "knee"
+    spacing_mm: float | None = None  # physical framing: input_size px at this spacing around the region (kneeage.localise)
 
     @property
     def side_inputs(self) -> list[str]:
@@ -119,6 +120,7 @@ class ModelCard:
     results: dict = field(default_factory=dict)
     notes: str = ""
     imported: dict = field(default_factory=dict)  # an ONNX/TorchScript model's declarative card (kneeage.imported)
+    localiser: dict = field(default_factory=dict)  # the region localiser shipped in the directory (kneeage.localise)
 
     def to_json(self) -> str:
         d = asdict(self)

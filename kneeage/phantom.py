@@ -800,12 +800,22 @@ def _write_subject(args) -> tuple[dict, dict]:
             write_dicom(out / name, ph.stored, ph.truth, birth=birth, study=when, patient_id=pid, syntax=syntax, body_part=part)
         else:
             Image.fromarray((ph.pixels * 65535).astype(np.uint16)).save(out / name)
-    mature = bool(films[0][1].truth.skeletally_mature)
+    knee, hand = films[0][1].truth, (films[1][1].truth if hands else None)
+    mature = bool(knee.skeletally_mature)
     row = {"case_id": case, "image": knee_name, "sex": sex, "chronological_age_months": round(chron, 2),
            "reference_bone_age_months": round(max(0.0, read), 1), "hand_image": hand_name, "skeletally_mature": mature}
+    if fmt != "dicom":  # a PNG has no header: the site states the pixel spacing (patient plane, mm) in the manifest
+        row["pixel_spacing_mm"] = round(knee.pixel_spacing_mm, 5)
+        row["hand_pixel_spacing_mm"] = round(hand.pixel_spacing_mm, 5) if hand else None
     truth = {"case_id": case, "true_bone_age_months": round(true_ba, 2), "hand_true_bone_age_months": round(hand_ba, 2),
-             "hand_offset_days": hand_shift, "skeletally_mature": mature}
+             "hand_offset_days": hand_shift, "skeletally_mature": mature, "image_box": _box_text(knee.region_px),
+             "hand_image_box": _box_text(hand.region_px) if hand else ""}
     return row, truth
+
+
+def _box_text(box) -> str:
+    """The region of interest as "x0,y0,x1,y1" (pixels), the crop-box convention of manifests."""
+    return ",".join(f"{v:.1f}" for v in box)
 
 
 def write_cohort(out, n: int, seed: int = 0, size: int = 512, hands: bool = False, fmt: str = "dicom",

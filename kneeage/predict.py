@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from .errors import InputError, ModelError
+from .localise import Framer, Framing, Localiser
 from .model import ModelCard, fold_paths, load_card, load_fold, model_hash
-from .preprocess import normalise, to_input
+from .preprocess import normalise
 from .train import half_width
 
 if TYPE_CHECKING:
@@ -33,7 +34,12 @@ FLAG_TEXT = {
     "unlike_training": "The image is unlike the model's training images; treat the estimate with caution.",
     "outside_age_range": "The estimate lies at or beyond the edge of the ages the model was trained on.",
     "folds_disagree": "The ensemble's folds disagree more than usual on this image.",
+    "skeletally_mature": "Skeletally mature at the knee as far as this model can tell.",
 }
+# Flags that withhold the number: the model refuses (not a knee, far from its training images) or can only
+# say "at least" (a knee at the top of the trained range: censored). Validation and reader-study analyses
+# leave withheld cases out of agreement statistics and count them by reason.
+REFUSALS = ("not_a_knee", "unlike_training", "skeletally_mature")
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,28 @@ class Prediction:
     model_hash: str
     synthetic_demo: bool
     feature_distance: float = field(default=float("nan"))
+    censored_from_months: float | None = None  # "skeletally mature": the bone age is at least this
 
     @property
     def flag_messages(self) -> list[str]:
         return [FLAG_TEXT[f] for f in self.flags]
+
+    @property
+    def refusal(self) -> str | None:
+        """The first flag that withholds the number (see REFUSALS), or None."""
+        return next((f for f in self.flags if f in REFUSALS), None)
+
+    @property
+    def refusal_text(self) -> str | None:
+        """What to show instead of a number."""
+        if self.refusal == "skeletally_mature":
+            return (f"Skeletally mature at the knee: bone age at least {years_months(self.censored_from_months)} "
+                    f"({self.censored_from_months:.0f} months); this model cannot tell older knees apart.")
+        if self.refusal == "not_a_knee":
+            return "No bone age: this does not look like a knee radiograph to the model."
+        if self.refusal == "unlike_training":
+            return "No bone age: the image is too unlike the model's training images to be read."
+        return None
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -92,6 +116,9 @@ class Predictor:
             if not paths:
                 raise ModelError(f"{self.model_dir}: no fold_<k>.safetensors weights found.")
             self.models = [load_fold(self.card.config, p).to(self.device) for p in paths]
+        cfg = self.card.config
+        localiser = Localiser.load(self.model_dir, self.card.localiser) if self.card.localiser else None
+        self.framer = Framer(cfg.input_size, None if self.runner else cfg.spacing_mm, localiser)
         self.hash = model_hash(self.model_dir)
         qc = self.card.qc or {}
         self._mu = torch.tensor(qc["feature_mean"]) if qc.get("feature_mean") else None
@@ -104,7 +131,9 @@ class Predictor:
     @property
     def standard_input(self) -> bool:
         """Whether :meth:`prepare` is kneeage's own preprocessing (so a cohort check's inputs can be reused)."""
-        return self.runner is None or self.runner.standard_input
+        if self.runner is not None:
+            return self.runner.standard_input
+        return self.framer.spacing_mm is None and self.framer.localiser is None
 
     @property
     def saliency_methods(self) -> tuple[str, ...]:
@@ -120,12 +149,17 @@ class Predictor:
                     f"with card {imp.get('card_file', 'card.toml')}, model directory {self.model_dir.name}")
         return f"kneeage model directory {self.model_dir.name} ({self.card.folds} folds, weights hash {self.hash})"
 
-    def prepare(self, pixels: np.ndarray, box="full", spacing_mm=None) -> np.ndarray:
-        """The model's input for an image: crop, resize, pad, scale to [0, 1]. ``spacing_mm`` (the image's pixel
-        spacing) matters only to an imported model whose card gives a physical spacing."""
+    def frame(self, pixels: np.ndarray, box="auto", spacing_mm=None) -> Framing:
+        """Where the model looks on this image (kneeage.localise): the region (user's box, else the
+        localiser's) and, for a model framed in millimetres, the window and the spacing used."""
+        return self.framer.frame(pixels, box, spacing_mm)
+
+    def prepare(self, pixels: np.ndarray, box="auto", spacing_mm=None, framing: Framing | None = None) -> np.ndarray:
+        """The model's input for an image, in [0, 1]. ``spacing_mm``: the image's pixel spacing (header, or
+        given by the user); a model framed in millimetres estimates it from the anatomy when it is None."""
         if self.runner is not None:
             return self.runner.prepare(pixels, box, spacing_mm)
-        return to_input(pixels, self.input_size, box)
+        return self.framer.input(pixels, framing or self.frame(pixels, box, spacing_mm))
 
     @torch.no_grad()
     def predict_inputs(self, inputs: np.ndarray, sexes, chron=None, flip: bool = True):
@@ -151,10 +185,10 @@ class Predictor:
             per_fold.append(y.cpu().numpy())
         return np.mean(per_fold, 0), np.stack(per_fold), feats
 
-    def predict(self, pixels: np.ndarray, sex: str, chron_months: float | None = None, box="full",
-                body_part: str | None = None) -> Prediction:
+    def predict(self, pixels: np.ndarray, sex: str, chron_months: float | None = None, box="auto",
+                body_part: str | None = None, spacing_mm=None) -> Prediction:
         """One image → Prediction. ``body_part`` (from DICOM) adds the not-a-knee flag when it says otherwise."""
-        return self.predict_many([self.prepare(pixels, box)], [sex], [chron_months], [body_part])[0]
+        return self.predict_many([self.prepare(pixels, box, spacing_mm)], [sex], [chron_months], [body_part])[0]
 
     def predict_many(self, inputs, sexes, chrons=None, body_parts=None) -> list[Prediction]:
         n = len(inputs)
@@ -163,10 +197,10 @@ class Predictor:
         mean, per_fold, feats = self.predict_inputs(np.stack(inputs), sexes, chrons)
         out = []
         for i in range(n):
-            out.append(self._prediction(float(mean[i]), per_fold[:, i], None if feats is None else feats[i], body_parts[i]))
+            out.append(self._prediction(float(mean[i]), per_fold[:, i], None if feats is None else feats[i], body_parts[i], sexes[i]))
         return out
 
-    def _prediction(self, ba: float, folds: np.ndarray, feat: torch.Tensor, body_part) -> Prediction:
+    def _prediction(self, ba: float, folds: np.ndarray, feat: torch.Tensor, body_part, sex: str | None = None) -> Prediction:
         card, qc = self.card, self.card.qc or {}
         flags = []
         dist = float("nan")
@@ -181,6 +215,13 @@ class Predictor:
         lo, hi = card.label_range_months
         if ba < lo + 3 or ba > hi - 3:
             flags.append("outside_age_range")
+        if self.runner is None:  # our own models are never extrapolated past the trained range
+            ba = float(min(max(ba, lo), hi))
+        mature = (qc.get("mature_from_months") or {}).get(sex) if sex else None
+        censored = None
+        if mature is not None and ba >= mature and "not_a_knee" not in flags:
+            flags.append("skeletally_mature")
+            censored = float(mature)
         thr = qc.get("fold_sd_threshold_months")
         if thr and len(folds) > 1 and float(np.std(folds)) > thr:
             flags.append("folds_disagree")
@@ -195,6 +236,7 @@ class Predictor:
             model_hash=self.hash,
             synthetic_demo=bool(card.synthetic_demo),
             feature_distance=dist,
+            censored_from_months=censored,
         )
 
     def saliency(self, model_input: np.ndarray, sex: str, method: str = "gradient", chron_months=None,

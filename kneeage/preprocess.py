@@ -89,16 +89,54 @@ def to_input(pixels: np.ndarray, size: int, box="full", percentiles=(1, 99)) -> 
     return out
 
 
+def window_input(pixels: np.ndarray, centre_xy, spacing_mm, size: int, out_spacing_mm: float,
+                 percentiles=(1, 99)) -> np.ndarray:
+    """A physical window → square float32 image in [0, 1] of side ``size`` at ``out_spacing_mm`` mm per pixel.
+
+    The window (``size`` × ``out_spacing_mm`` mm on each side) is centred on ``centre_xy`` (image pixels)
+    of an image whose pixels are ``spacing_mm`` (row, column) mm apart; what lies outside the image is 0.
+    Intensities are clipped to the ``percentiles`` of the part inside the image, so the same anatomy
+    gives the same input whatever the detector's pixel size (tested)."""
+    from PIL import Image
+
+    h, w = pixels.shape
+    sy, sx = (float(v) for v in spacing_mm)
+    half_x, half_y = size * out_spacing_mm / 2 / sx, size * out_spacing_mm / 2 / sy
+    cx, cy = centre_xy
+    x0, y0 = int(math.floor(cx - half_x)), int(math.floor(cy - half_y))
+    x1, y1 = int(math.ceil(cx + half_x)), int(math.ceil(cy + half_y))
+    if x1 - x0 < 2 or y1 - y0 < 2 or x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        raise InputError(f"The {size * out_spacing_mm:.0f} mm window around ({cx:.0f}, {cy:.0f}) falls outside the {w}x{h} image.")
+    inside = pixels[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
+    step = max(1, int(math.sqrt(inside.size / 262_144)))
+    lo, hi = np.percentile(inside[::step, ::step], list(percentiles))
+    region = np.zeros((y1 - y0, x1 - x0), np.float32)
+    region[max(-y0, 0) : max(-y0, 0) + inside.shape[0], max(-x0, 0) : max(-x0, 0) + inside.shape[1]] = \
+        np.clip((inside - lo) / (hi - lo + 1e-6), 0, 1)
+    f = min(region.shape) // (2 * size)
+    img = Image.fromarray(region, mode="F")
+    if f >= 2:  # average f×f blocks first, then the exact resample below
+        img = img.reduce(f)
+    # The exact window in the (reduced) region's coordinates, resampled to size × size.
+    k = region.shape[1] / img.size[0], region.shape[0] / img.size[1]
+    bx0, by0 = (cx - half_x - x0) / k[0], (cy - half_y - y0) / k[1]
+    bx1, by1 = (cx + half_x - x0) / k[0], (cy + half_y - y0) / k[1]
+    out = img.resize((size, size), Image.BILINEAR, box=(bx0, by0, bx1, by1))
+    return np.clip(np.asarray(out, np.float32), 0, 1)
+
+
 def normalise(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] image → network input."""
     return (x - 0.5) / 0.25
 
 
-def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random flip, rotation (±10°), scale (0.9-1.1), brightness, contrast, gamma and noise.
+def augment(x: torch.Tensor, generator: torch.Generator | None = None, strong: bool = False) -> torch.Tensor:
+    """Random flip, rotation (±10°), scale (0.9-1.1), shift (±5%), brightness, contrast, gamma and noise.
 
-    ``x``: (N, 1, H, W) in [0, 1] on any device; returns the same shape in [0, 1].
-    """
+    ``strong`` (physically framed models, for invariance): scale 0.85-1.15 (spacing and magnification
+    errors), shift ±8% (localiser error, a user's box), gamma 0.5-2, contrast 0.3-1.3, noise SD up to
+    0.06, blur or CR-like edge enhancement. ``x``: (N, 1, H, W) in [0, 1] on any device; returns the same
+    shape in [0, 1]."""
     n, dev = x.shape[0], x.device
     gdev = generator.device if generator is not None else dev
 
@@ -106,17 +144,22 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.
         return (torch.rand(n, generator=generator, device=gdev) * (hi - lo) + lo).to(dev)
 
     ang = u(-10, 10) * math.pi / 180
-    sc = u(0.9, 1.1)
+    sc = u(0.85, 1.15) if strong else u(0.9, 1.1)
+    shift = 0.08 if strong else 0.05
     flip = (u(0, 1) < 0.5).float() * 2 - 1
     cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
     theta = torch.zeros(n, 2, 3, device=dev)
     theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
     theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
-    theta[:, :, 2] = torch.stack([u(-0.05, 0.05), u(-0.05, 0.05)], 1)
+    theta[:, :, 2] = torch.stack([u(-shift, shift), u(-shift, shift)], 1) * 2
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
     x = torch.nn.functional.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-    gamma = torch.exp(u(-0.25, 0.25)).view(n, 1, 1, 1)
+    if strong:  # blur (sigma ~1 px) or edge enhancement, mixed per image
+        k = torch.tensor([0.25, 0.5, 0.25], device=dev)
+        blur = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), (k[:, None] * k[None, :])[None, None])
+        x = x + u(-1.0, 0.8).view(n, 1, 1, 1) * (x - blur)
+    gamma = torch.exp(u(-0.69, 0.69) if strong else u(-0.25, 0.25)).view(n, 1, 1, 1)
     x = x.clamp(0, 1) ** gamma
-    x = (x - 0.5) * u(0.8, 1.2).view(n, 1, 1, 1) + 0.5 + u(-0.08, 0.08).view(n, 1, 1, 1)
-    noise = torch.randn(x.shape, generator=generator, device=gdev).to(dev) * u(0, 0.03).view(n, 1, 1, 1)
+    x = (x - 0.5) * (u(0.3, 1.3) if strong else u(0.8, 1.2)).view(n, 1, 1, 1) + 0.5 + u(-0.08, 0.08).view(n, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=generator, device=gdev).to(dev) * u(0, 0.06 if strong else 0.03).view(n, 1, 1, 1)
     return (x + noise).clamp(0, 1)

@@ -208,15 +208,20 @@ def authenticate(store: Store, code: str, clients: tuple[str, ...] = (), clock=t
     return reader
 
 
-def check_standing(store: Store, reader: dict) -> None:
-    """Refuse a signed-in reader whose code was since revoked, re-issued or has expired (every request)."""
-    row = store.reader_standing(reader["id"])
-    if row is None or row[0]:
+def check_standing(store: Store, reader: dict, position: int | None = None) -> dict | None:
+    """Refuse a signed-in reader whose code was since revoked, re-issued or has expired (every request).
+    With a ``position``, return that item of the reader's own worklist (None if there is none), read in the
+    same query."""
+    row = store.reader_standing(reader["id"], position)
+    if row is None or row["revoked"]:
         raise AccessError("This access code has been withdrawn by the study PI.")
-    if row[2][:16] != reader.get("code"):
+    if row["code_hash"][:16] != reader.get("code"):
         raise AccessError("This access code has been replaced by a new one; use the code the study PI gave you last.")
-    if datetime.fromisoformat(row[1]) < datetime.now(timezone.utc):
+    if datetime.fromisoformat(row["expires"]) < datetime.now(timezone.utc):
         raise AccessError("This access code has expired; ask the study PI for a new one.")
+    if position is None or row["case_id"] is None:
+        return None
+    return {k: row[k] for k in ("case_id", "arm", "repeat")}
 
 
 # --------------------------------------------------------------------------- reading (reader)
@@ -296,7 +301,7 @@ def task_image(store: Store, reader: dict, task: Task):
 def submit(store: Store, reader: dict, task: Task, estimate_months: float | None, seconds: float,
            confidence: int | None = None, unreadable_reason: str | None = None) -> str:
     """Save one answer at once. Estimates must lie in 0-240 months; an unreadable case needs a reason."""
-    check_standing(store, reader)
+    mine = check_standing(store, reader, task.position)
     allow_changes = json.loads(store.study_protocol_json(reader["study_id"])).get("allow_changes", False)
     unreadable = bool(unreadable_reason and unreadable_reason.strip())
     if not unreadable:
@@ -304,7 +309,6 @@ def submit(store: Store, reader: dict, task: Task, estimate_months: float | None
             raise InputError(f"case {task.case_id}: the estimate must lie between 0 and 240 months (0-20 years).")
     if confidence is not None and not 1 <= confidence <= 5:
         raise InputError(f"case {task.case_id}: confidence must be 1 to 5.")
-    mine = store.worklist_item(reader["id"], task.position)
     if mine is None or mine["case_id"] != task.case_id:
         raise AccessError("This case is not on your worklist.")
     row = {"reader_id": reader["id"], "position": task.position, "study_id": reader["study_id"], "case_id": task.case_id,

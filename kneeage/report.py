@@ -60,14 +60,23 @@ def case_html(result: CaseResult, model_input: np.ndarray, overlay_rgb: np.ndarr
     """A one-page report: flags first, then the numbers, the model input and the saliency overlay."""
     d = result.as_dict()
     e = html.escape
-    rows = [
-        ("Bone age", f"{d['bone_age_years_months']} ({d['bone_age_months']:.1f} months)"),
-        (f"{d['interval_level']:.0%} interval", interval_text(d["interval_months"])),
-        ("Per-fold values (months)", ", ".join(f"{v:.1f}" for v in d["fold_values_months"])),
+    if result.withheld:
+        rows = [("Bone age", f"withheld: {d['refusal_text']}")]
+    else:
+        rows = [
+            ("Bone age", f"{d['bone_age_years_months']} ({d['bone_age_months']:.1f} months)"
+             + (f" — OVERRIDDEN: the model withheld this number ({d['refusal_text']})" if d["overridden"] else "")),
+            (f"{d['interval_level']:.0%} interval", interval_text(d["interval_months"])),
+            ("Per-fold values (months)", ", ".join(f"{v:.1f}" for v in d["fold_values_months"])),
+        ]
+    rows += [
         ("Sex", d["sex"]),
         ("Chronological age", "not given" if d["chronological_age_months"] is None
          else f"{d['chronological_age_months']:.1f} months"),
     ]
+    if d["framing"] and d["framing"]["spacing_mm"]:
+        f = d["framing"]
+        rows.append(("Framing", f"{f['region_source']}; pixel spacing {f['spacing_mm'][0]:.3f} mm ({f['spacing_source']})"))
     if "bone_age_sds" in d:
         rows.append(("Bone-age SDS", f"{d['bone_age_sds']:+.2f} ({d['sds_category']}; reference: {d['sds_reference']})"))
     rows += [("Crop box (x0, y0, x1, y1)", ", ".join(map(str, d["crop_box"]))),
@@ -134,6 +143,13 @@ def validation_html(summary: dict, meta: dict, figures: dict) -> str:
 
     rows = [("Cases (with prediction and reference)", f"{summary.get('n', 0)} of {summary.get('n_cases', 0)}"),
             ("Failed to read", summary.get("n_failed", 0)),
+            ("Withheld by the model (no number; left out of the statistics)",
+             ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (summary.get("withheld") or {}).items()) or "none")]
+    cens = summary.get("censored")
+    if cens:
+        rows.append(("Censored as skeletally mature", f"{cens['n']}; reference read at or above the model's bound in "
+                     f"{cens['reference_at_or_above_bound']:.0%}, within 12 months below it in {cens['reference_within_12_months_below']:.0%}"))
+    rows += [
             ("MAE (months, BCa 95% CI)", num("mae") + ci("mae_ci")), ("RMSE", num("rmse")),
             ("Bias, model − reference (t 95% CI)", num("bias") + ci("bias_ci")), ("SD of differences", num("sd")),
             ("95% limits of agreement", f"{num('loa_lower')} to {num('loa_upper')}"),
@@ -144,6 +160,10 @@ def validation_html(summary: dict, meta: dict, figures: dict) -> str:
         rows.append((f"MAE model − {k} (paired bootstrap CI)",
                      f"{c['mae_difference']:.2f} ({c['mae_difference_ci'][0]:.2f} to {c['mae_difference_ci'][1]:.2f}); "
                      f"MAE of {k} {c['mae_other']:.2f}; Wilcoxon p {c['wilcoxon_p']:.3g}"))
+    cov = summary.get("interval_coverage")
+    if cov:
+        rows.append(("Interval coverage of the reference reads (overall; by band of the estimate)",
+                     f"{cov['overall']:.0%} of {cov['n']}; " + ", ".join(f"{b['band']} {b['coverage']:.0%} (n={b['n']})" for b in cov["by_band"])))
     rows += clinical_rows(summary.get("clinical"))
     rows += [(f"Not computed: {k}", v) for k, v in (summary.get("not_computed") or {}).items()]
     rc = summary.get("recalibration")

@@ -1,10 +1,36 @@
-"""The embedded SQLite store (sqlite-utils, WAL). The only module that writes SQL.
+"""The study database: SQLite (the embedded default, WAL) or PostgreSQL, through one query layer,
+SQLAlchemy Core. The only module that writes SQL; every query is written once and runs on both.
 
-Tables: ``cohorts`` (one per ingested cohort), ``cases`` (de-identified rows: pseudonymous case id,
+**Where.** ``Store(db)``, the CLI's ``--db`` or ``KNEEAGE_DATABASE_URL``: a file path or ``sqlite:///path``
+(default ``$KNEEAGE_HOME/kneeage.db``), or ``postgresql://user:password@host:port/database`` (psycopg 3),
+for several app servers sharing one study. Engines (connection pools) are kept per database and process.
+
+**Tables.** ``cohorts`` (one per ingested cohort), ``cases`` (de-identified rows: pseudonymous case id,
 image hash, derived ages, reference; the image location is kept so a run can resume, and is never
 exported), ``runs`` (a cohort × a model version; re-running a model resumes its run, another model
 gets its own), ``results`` (one row per run × case, upserted, so a resumed run neither loses nor
-doubles a case). Each write is one transaction.
+doubles a case); reader studies: ``studies``, ``readers``, ``worklist``, ``reads``, ``audit``,
+``login_failures``; and ``schema_version``.
+
+**Transactions.** Each write is one transaction (:meth:`Store._write`); the drivers run in autocommit
+and kneeage says ``BEGIN`` itself, so a one-statement read costs one round trip. On SQLite the writers of
+one process queue on a lock (they wake at once instead of polling SQLite's busy handler) and take the
+database's write lock at ``BEGIN IMMEDIATE``, so a transaction never fails half-way on a busy database;
+other processes wait in SQLite's busy handler. On PostgreSQL (read committed) concurrent writers are
+kept apart by the primary keys and ``ON CONFLICT`` upserts: an answer is inserted, or changed, or
+refused, in one statement. A long read that must be consistent (copy, backup) runs in one snapshot.
+
+**The reader's hot path** (a reader's page view and answer) runs statements built once below, compiled
+by SQLAlchemy once per database kind and executed on the pooled driver connection (:meth:`Store._driver`):
+the same statements for both backends, without SQLAlchemy's per-call execution layer.
+
+**Schema versions.** ``schema_version`` records each version a database has passed through;
+``SCHEMA_VERSION`` is this release's. Opening a database brings it up to date under a lock (SQLite's
+write lock, a PostgreSQL advisory lock): a new database is created at the current version, an older one
+runs ``MIGRATIONS[v]`` for every version after its own, and one written by a newer release is refused.
+To change the schema: change the tables below, raise ``SCHEMA_VERSION`` and add ``MIGRATIONS[n]`` that
+brings a version n-1 database to the same shape (SQLAlchemy DDL, or SQL that both backends accept).
+Version 1 is the schema of the releases before it (made by sqlite-utils), unchanged.
 """
 
 from __future__ import annotations
@@ -15,12 +41,16 @@ import os
 import sqlite3
 import threading
 import uuid
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pandas as pd
-import sqlite_utils
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
+from .errors import InputError, StoreError
 
 
 def home() -> Path:
@@ -47,255 +77,555 @@ def write_private(path: str | Path, text: str) -> None:
     tmp.replace(path)
 
 
+# ------------------------------------------------------------------------------------ schema
+
+META = sa.MetaData()
+TEXT, FLOAT = sa.Text(), sa.Float()
+INT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # 64-bit on both; INTEGER keeps SQLite's rowid ids
+
+
+def _table(name: str, columns: dict, pk: tuple[str, ...], fks: dict | None = None, index: tuple = ()) -> sa.Table:
+    fks = fks or {}
+    cols = [sa.Column(c, t, *([sa.ForeignKey(fks[c])] if c in fks else []), primary_key=c in pk,
+                      autoincrement=(c == "id" and t is INT) or False) for c, t in columns.items()]
+    idx = [sa.Index(f"idx_{name}_{'_'.join(i)}", *i) for i in index]
+    return sa.Table(name, META, *cols, *idx)
+
+
+cohorts = _table("cohorts", {"id": TEXT, "name": TEXT, "site": TEXT, "created": TEXT, "source": TEXT, "n_cases": INT,
+                             "identifying_opt_in": INT, "assumptions": TEXT}, ("id",))
+cases = _table("cases", {"cohort_id": TEXT, "case_id": TEXT, "row": INT, "image": TEXT, "image_hash": TEXT, "sex": TEXT,
+                         "chronological_age_months": FLOAT, "reference_bone_age_months": FLOAT,
+                         "reference_method": TEXT, "reader": TEXT, "crop_box": TEXT, "extra": TEXT},
+               ("cohort_id", "case_id"), {"cohort_id": "cohorts.id"})
+runs = _table("runs", {"id": TEXT, "cohort_id": TEXT, "model_name": TEXT, "model_hash": TEXT, "model_dir": TEXT,
+                       "synthetic_demo": INT, "created": TEXT, "finished": TEXT}, ("id",), {"cohort_id": "cohorts.id"})
+results = _table("results", {"run_id": TEXT, "case_id": TEXT, "status": TEXT, "predicted_bone_age_months": FLOAT,
+                             "interval_lower": FLOAT, "interval_upper": FLOAT, "fold_values": TEXT, "flags": TEXT,
+                             "error": TEXT, "updated": TEXT}, ("run_id", "case_id"), {"run_id": "runs.id"},
+                 index=(("run_id", "status"),))
+studies = _table("studies", {"id": TEXT, "name": TEXT, "cohort_id": TEXT, "run_id": TEXT, "protocol": TEXT,
+                             "seed": INT, "created": TEXT}, ("id",))
+readers = _table("readers", {"id": TEXT, "study_id": TEXT, "name": TEXT, "role": TEXT, "code_hash": TEXT, "salt": TEXT,
+                             "created": TEXT, "expires": TEXT, "revoked": INT}, ("id",), {"study_id": "studies.id"})
+worklist = _table("worklist", {"reader_id": TEXT, "position": INT, "study_id": TEXT, "case_id": TEXT, "arm": TEXT,
+                               "repeat": INT, "session": INT}, ("reader_id", "position"))
+reads = _table("reads", {"reader_id": TEXT, "position": INT, "study_id": TEXT, "case_id": TEXT, "arm": TEXT,
+                         "repeat": INT, "estimate_months": FLOAT, "confidence": INT, "unreadable": INT, "reason": TEXT,
+                         "seconds": FLOAT, "shown_model_months": FLOAT, "submitted": TEXT, "revision": INT},
+               ("reader_id", "position"))
+audit = _table("audit", {"id": INT, "study_id": TEXT, "ts": TEXT, "actor": TEXT, "action": TEXT, "detail": TEXT}, ("id",))
+login_failures = _table("login_failures", {"id": INT, "ts": FLOAT, "scope": TEXT}, ("id",), index=(("scope", "ts"),))
+schema_version = _table("schema_version", {"version": INT, "applied": TEXT}, ("version",))
+
+DATA_TABLES = [t for t in META.sorted_tables if t is not schema_version]  # parents before children
+SCHEMA_VERSION = 1
+
+
+def _to_v1(c: sa.Connection) -> None:
+    """From the unversioned releases before it: their tables, created in two groups (validation, reader
+    studies) and an index added later, so an old database may lack some of them."""
+    META.create_all(c, tables=DATA_TABLES, checkfirst=True)
+    for t in DATA_TABLES:
+        for ix in t.indexes:
+            ix.create(c, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _to_v1}
+
+
+# ---------------------------------------------------------------------- the reader's hot path
+# Every page view and answer of every reader runs these: built once with bound parameters, so a call only
+# executes an already compiled statement (building a statement costs more than running it).
+P = sa.bindparam
+W = worklist
+STANDING = sa.select(readers.c.revoked, readers.c.expires, readers.c.code_hash).where(readers.c.id == P("reader_id"))
+STANDING_AND_ITEM = (STANDING.add_columns(W.c.case_id, W.c.arm, W.c.repeat)
+                     .select_from(readers.outerjoin(W, sa.and_(W.c.reader_id == readers.c.id, W.c.position == P("position")))))
+WORKLIST_ITEM = sa.select(W.c.case_id, W.c.arm, W.c.repeat).where(W.c.reader_id == P("reader_id"), W.c.position == P("position"))
+_counts = (sa.select(sa.func.count()).select_from(reads).where(reads.c.reader_id == P("reader_id")).scalar_subquery().label("done"),
+           sa.select(sa.func.count()).select_from(W).where(W.c.reader_id == P("reader_id")).scalar_subquery().label("total"),
+           sa.select(sa.func.min(reads.c.submitted)).where(reads.c.reader_id == P("reader_id")).scalar_subquery().label("first"))
+ITEM = ("position", "case_id", "arm", "repeat", "session")
+OPEN_ITEM = (sa.select(*_counts, *(W.c[k] for k in ITEM))
+             .select_from(W.outerjoin(reads, sa.and_(reads.c.reader_id == W.c.reader_id, reads.c.position == W.c.position)))
+             .where(W.c.reader_id == P("reader_id"), reads.c.position.is_(None)).order_by(W.c.position).limit(1))
+PROGRESS = sa.select(*_counts)
+CASE_FACTS = (sa.select(cases.c.sex, cases.c.chronological_age_months, cases.c.image)
+              .where(cases.c.cohort_id == P("cohort_id"), cases.c.case_id == P("case_id")))
+PREDICTED = (sa.select(results.c.predicted_bone_age_months)
+             .where(results.c.run_id == P("run_id"), results.c.case_id == P("case_id")))
+PROTOCOL = sa.select(studies.c.protocol).where(studies.c.id == P("study_id"))
+AUDIT = audit.insert().values({k: P(k) for k in ("study_id", "ts", "actor", "action", "detail")})
+READ_COLUMNS = [c.name for c in reads.c if c.name != "revision"]
+
+
+def _save_read_statement(dialect: str, allow_change: bool):
+    """Insert a read; on its key (reader, position) either nothing (then no row comes back: 'locked') or
+    the change, counted in ``revision``. The same INSERT … ON CONFLICT … RETURNING on both backends."""
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(reads)
+    ins = ins.values({k: P(k) for k in READ_COLUMNS} | {"revision": 0})
+    key = ["reader_id", "position"]
+    if allow_change:
+        changed = {k: ins.excluded[k] for k in READ_COLUMNS if k not in key} | {"revision": reads.c.revision + 1}
+        return ins.on_conflict_do_update(index_elements=key, set_=changed).returning(reads.c.revision)
+    return ins.on_conflict_do_nothing(index_elements=key).returning(reads.c.revision)
+
+
+SAVE_READ = {(d, a): _save_read_statement(d, a) for d in ("sqlite", "postgresql") for a in (False, True)}
+_COMPILED: dict[tuple[str, int], tuple] = {}
+
+
+def _compiled(dialect, stmt) -> tuple:
+    """(SQL, positional parameter names or None, compiled) of a hot-path statement for a dialect, made once."""
+    key = (dialect.name, id(stmt))
+    if key not in _COMPILED:
+        c = stmt.compile(dialect=dialect)
+        _COMPILED[key] = (c.string, c.positiontup, c)
+    return _COMPILED[key]
+
+
+# ------------------------------------------------------------------------------- connections
+
+
+def database_url(db: str | Path | None = None) -> str:
+    """The database as a SQLAlchemy URL: ``db`` (a file path or URL), else ``$KNEEAGE_DATABASE_URL``,
+    else the SQLite file ``$KNEEAGE_HOME/kneeage.db``."""
+    raw = str(db or os.environ.get("KNEEAGE_DATABASE_URL") or default_db()).strip()
+    if "://" not in raw:
+        return sa.URL.create("sqlite", database=str(Path(raw).expanduser().absolute())).render_as_string(False)
+    try:
+        url = sa.make_url(raw)
+    except sa.exc.ArgumentError:
+        raise InputError(f"{raw.split('://')[0]}://…: not a database URL; give a file path, sqlite:///path or "
+                         "postgresql://user@host/database.") from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise InputError("a sqlite:/// database URL needs a file, as in sqlite:///studies/kneeage.db.")
+        return url.set(database=str(Path(url.database).expanduser().absolute())).render_as_string(False)
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg").render_as_string(False)
+    raise InputError(f"{url.drivername}://…: kneeage stores studies in SQLite (a file path or sqlite:///…) or "
+                     "PostgreSQL (postgresql://…).")
+
+
+_ENGINES: dict[tuple, sa.Engine] = {}
+_READY: set[tuple] = set()
 _WRITERS: dict[str, threading.Lock] = {}
-_WRITERS_GUARD = threading.Lock()
+_GUARD = threading.Lock()
 
 
-def _writer(path) -> threading.Lock:
-    """One lock per database file in this process: concurrent sessions queue here and wake at once,
+def _writer(url: str) -> threading.Lock:
+    """One lock per SQLite database in this process: concurrent sessions queue here and wake at once,
     instead of polling SQLite's busy handler (which sleeps in steps of up to 100 ms). Other processes
     are still serialised by SQLite itself."""
-    key = str(Path(path).resolve())
-    with _WRITERS_GUARD:
-        return _WRITERS.setdefault(key, threading.Lock())
+    with _GUARD:
+        return _WRITERS.setdefault(url, threading.Lock())
+
+
+# The drivers run in autocommit and kneeage says BEGIN itself (the SQLAlchemy recipe for SQLite, used for
+# both): nothing for a one-statement read (one round trip, no BEGIN/ROLLBACK on the reader's hot path), a
+# write transaction that takes SQLite's write lock at once, or a consistent snapshot for a long read.
+BEGIN = {("sqlite", "write"): "BEGIN IMMEDIATE", ("sqlite", "snapshot"): "BEGIN",
+         ("postgresql", "write"): "BEGIN", ("postgresql", "snapshot"): "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"}
+
+
+def _create_engine(url: str) -> sa.Engine:
+    if sa.make_url(url).get_backend_name() == "postgresql":
+        # no pre-ping (a round trip per checkout): after a server restart the pool notices the closed
+        # connections at the first request that meets one (one StoreError) and reconnects after it
+        engine = sa.create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800,
+                                  connect_args={"connect_timeout": 10, "application_name": "kneeage"})
+
+        @sa.event.listens_for(engine, "connect")
+        def _autocommit(dbapi, _record):
+            dbapi.autocommit = True
+    else:
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi, _record):
+            dbapi.isolation_level = None
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
+                dbapi.execute(f"PRAGMA {pragma}")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn):
+        mode = conn.get_execution_options().get("kneeage_tx")
+        if mode:
+            conn.exec_driver_sql(BEGIN[conn.dialect.name, mode])
+
+    return engine
+
+
+def _reason(e: Exception) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return (text.splitlines() or ["no reason given"])[0].rstrip(".")
 
 
 class StudyTables:
     """Reader-study storage (mixed into Store)."""
 
-    db: sqlite_utils.Database
-    path: Path
+    label: str
+    _write: Callable
+    _read: Callable
 
     def add_study(self, row: dict, actor: str = "pi") -> None:
-        with self.db.conn:
-            self.db.table("studies").insert(row)
-            self._audit(row["id"], actor, "create study", row["name"])
+        with self._write() as c:
+            c.execute(studies.insert(), _clean(row))
+            _audit(c, row["id"], actor, "create study", row["name"])
 
     def study(self, study_id: str) -> dict:
-        return self.db.table("studies").get(study_id)
+        """A study's row (fixed once created, so cached per Store)."""
+        cache = self.__dict__.setdefault("_studies", {})
+        if study_id not in cache:
+            cache[study_id] = self._get(studies, study_id, "study")
+        return dict(cache[study_id])
 
     def studies(self) -> pd.DataFrame:
-        return pd.DataFrame(list(self.db.table("studies").rows_where(order_by="created")))
+        return self._frame(sa.select(studies).order_by(studies.c.created))
 
-    def add_reader(self, row: dict, worklist: list[dict]) -> None:
-        with self.db.conn:
-            self.db.table("readers").insert(row)
-            self.db.table("worklist").insert_all(worklist)
-            self._audit(row["study_id"], "pi", "invite reader", row["id"])
+    def add_reader(self, row: dict, items: list[dict]) -> None:
+        with self._write() as c:
+            c.execute(readers.insert(), _clean(row))
+            c.execute(worklist.insert(), [_clean(i) for i in items])
+            _audit(c, row["study_id"], "pi", "invite reader", row["id"])
 
     def reader(self, reader_id: str) -> dict | None:
-        rows = list(self.db.table("readers").rows_where("id = ?", [reader_id]))
-        return rows[0] if rows else None
+        return self._first(sa.select(readers).where(readers.c.id == reader_id))
 
     def readers(self, study_id: str) -> pd.DataFrame:
-        cols = "id, study_id, name, role, created, expires, revoked"  # never the code hash
-        return pd.DataFrame(list(self.db.query(f"select {cols} from readers where study_id = ? order by created",
-                                               [study_id])))
+        cols = [readers.c[k] for k in ("id", "study_id", "name", "role", "created", "expires", "revoked")]  # never the code hash
+        return self._frame(sa.select(*cols).where(readers.c.study_id == study_id).order_by(readers.c.created))
 
     def revoke(self, reader_id: str) -> None:
-        with self.db.conn:
-            self.db.table("readers").update(reader_id, {"revoked": 1})
-            self._audit(self.reader(reader_id)["study_id"], "pi", "revoke reader", reader_id)
+        self._update_reader(reader_id, {"revoked": 1}, "revoke reader")
 
     def reissue(self, reader_id: str, code_hash: str, salt: str, expires: str) -> None:
         """A new code for the same reader (worklist and answers kept); the old code stops working."""
-        with self.db.conn:
-            self.db.table("readers").update(reader_id, {"code_hash": code_hash, "salt": salt, "expires": expires,
-                                                        "revoked": 0})
-            self._audit(self.reader(reader_id)["study_id"], "pi", "reissue code", reader_id)
+        self._update_reader(reader_id, {"code_hash": code_hash, "salt": salt, "expires": expires, "revoked": 0},
+                            "reissue code")
 
-    def reader_standing(self, reader_id: str) -> tuple[int, str, str] | None:
-        """(revoked, expires, code_hash) of a reader (plain SQL: checked on every reading-room request)."""
-        return self.db.conn.execute("select revoked, expires, code_hash from readers where id = ?", [reader_id]).fetchone()
+    def _update_reader(self, reader_id: str, values: dict, action: str) -> None:
+        with self._write() as c:
+            study_id = c.execute(sa.update(readers).where(readers.c.id == reader_id).values(_clean(values))
+                                 .returning(readers.c.study_id)).scalar()
+            if study_id is None:
+                raise InputError(f"reader {reader_id!r} does not exist in {self.label}.")
+            _audit(c, study_id, "pi", action, reader_id)
+
+    def reader_standing(self, reader_id: str, position: int | None = None) -> dict | None:
+        """A reader's revoked, expires and code_hash (checked on every reading-room request); with a
+        ``position``, also that worklist item's case_id, arm and repeat (None if there is none), in the same
+        query: the answer-saving hot path. None if there is no such reader."""
+        if position is None:
+            return self._hot(STANDING, {"reader_id": reader_id})
+        return self._hot(STANDING_AND_ITEM, {"reader_id": reader_id, "position": position})
 
     def worklist(self, reader_id: str) -> pd.DataFrame:
-        return pd.DataFrame(list(self.db.table("worklist").rows_where("reader_id = ?", [reader_id], order_by="position")))
+        return self._frame(sa.select(worklist).where(worklist.c.reader_id == reader_id).order_by(worklist.c.position))
 
     def worklist_item(self, reader_id: str, position: int) -> dict | None:
-        """One worklist row (plain SQL: this is on the answer-saving hot path)."""
-        cur = self.db.conn.execute("select case_id, arm, repeat from worklist where reader_id = ? and position = ?",
-                                   [reader_id, position])
-        row = cur.fetchone()
-        return dict(zip(("case_id", "arm", "repeat"), row)) if row else None
+        """One worklist row (on the answer-saving hot path)."""
+        return self._hot(WORKLIST_ITEM, {"reader_id": reader_id, "position": position})
 
     def reader_progress(self, reader_id: str) -> tuple[int, int, dict | None, str | None]:
-        """(answered, worklist length, first unanswered item, time of the first answer) in plain SQL."""
-        c = self.db.conn
-        total = c.execute("select count(*) from worklist where reader_id = ?", [reader_id]).fetchone()[0]
-        done, first = c.execute("select count(*), min(submitted) from reads where reader_id = ?", [reader_id]).fetchone()
-        row = c.execute("select w.position, w.case_id, w.arm, w.repeat, w.session from worklist w left join reads r "
-                        "on r.reader_id = w.reader_id and r.position = w.position where w.reader_id = ? and "
-                        "r.position is null order by w.position limit 1", [reader_id]).fetchone()
-        item = dict(zip(("position", "case_id", "arm", "repeat", "session"), row)) if row else None
-        return done, total, item, first
+        """(answered, worklist length, first unanswered item, time of the first answer), in one query while
+        an item is open (every page view of every reader)."""
+        row = self._hot(OPEN_ITEM, {"reader_id": reader_id})
+        if row is None:  # all read (or no worklist)
+            row = self._hot(PROGRESS, {"reader_id": reader_id})
+            return row["done"], row["total"], None, row["first"]
+        return row["done"], row["total"], {k: row[k] for k in ITEM}, row["first"]
 
     def case_facts(self, cohort_id: str, case_id: str) -> dict:
-        row = self.db.conn.execute("select sex, chronological_age_months, image from cases where cohort_id = ? and "
-                                   "case_id = ?", [cohort_id, case_id]).fetchone()
-        return dict(zip(("sex", "chronological_age_months", "image"), row))
+        return self._hot(CASE_FACTS, {"cohort_id": cohort_id, "case_id": case_id})
 
     def predicted(self, run_id: str, case_id: str) -> float | None:
-        row = self.db.conn.execute("select predicted_bone_age_months from results where run_id = ? and case_id = ?",
-                                   [run_id, case_id]).fetchone()
-        return row[0] if row else None
+        row = self._hot(PREDICTED, {"run_id": run_id, "case_id": case_id})
+        return row["predicted_bone_age_months"] if row else None
 
     def study_protocol_json(self, study_id: str) -> str:
         """A study's protocol (fixed once created, so cached per Store)."""
         cache = self.__dict__.setdefault("_protocols", {})
         if study_id not in cache:
-            row = self.db.conn.execute("select protocol from studies where id = ?", [study_id]).fetchone()
+            row = self._hot(PROTOCOL, {"study_id": study_id})
             if row is None:
-                from .errors import InputError
-
-                raise InputError(f"study {study_id!r} does not exist in {self.path}.")
-            cache[study_id] = row[0]
+                raise InputError(f"study {study_id!r} does not exist in {self.label}.")
+            cache[study_id] = row["protocol"]
         return cache[study_id]
 
     def reads(self, study_id: str | None = None, reader_id: str | None = None) -> pd.DataFrame:
-        where = " and ".join(w for w, v in (("study_id = ?", study_id), ("reader_id = ?", reader_id)) if v)
-        args = [v for v in (study_id, reader_id) if v]
-        return pd.DataFrame(list(self.db.table("reads").rows_where(where or None, args or None,
-                                                                   order_by="reader_id, position")))
+        q = sa.select(reads).order_by(reads.c.reader_id, reads.c.position)
+        if study_id:
+            q = q.where(reads.c.study_id == study_id)
+        if reader_id:
+            q = q.where(reads.c.reader_id == reader_id)
+        return self._frame(q)
 
     def save_read(self, row: dict, allow_change: bool) -> str:
-        """Insert a read atomically; 'saved', 'changed', or 'locked' when it exists and may not change."""
-        with _writer(self.path):
-            return self._save_read(row, allow_change)
-
-    def _save_read(self, row: dict, allow_change: bool) -> str:
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            old = conn.execute("select revision from reads where reader_id = ? and position = ?",
-                               [row["reader_id"], row["position"]]).fetchone()
-            if old is not None and not allow_change:
-                conn.execute("ROLLBACK")
+        """Save a read in one transaction and one statement; 'saved', 'changed', or 'locked' when it exists
+        and may not change. Two sessions saving the same answer at once cannot double it: the primary key
+        decides, and the loser's insert becomes the change (or is refused)."""
+        values = {k: _plain(row.get(k)) for k in READ_COLUMNS}
+        with self._driver(write=True) as cur:
+            self._run(cur, SAVE_READ[self.engine.dialect.name, bool(allow_change)], values)
+            got = cur.fetchone()
+            if got is None:
                 return "locked"
-            row = row | {"revision": 0 if old is None else old[0] + 1}
-            cols = ", ".join(row)
-            conn.execute(f"insert or replace into reads ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
-            conn.execute("insert into audit (study_id, ts, actor, action, detail) values (?, ?, ?, ?, ?)",
-                         [row["study_id"], now(), row["reader_id"], "change read" if old else "read",
-                          f"position {row['position']} case {row['case_id']}"])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return "changed" if old is not None else "saved"
+            self._run(cur, AUDIT, {"study_id": row["study_id"], "ts": now(), "actor": row["reader_id"],
+                                   "action": "change read" if got[0] else "read",
+                                   "detail": f"position {row['position']} case {row['case_id']}"})
+        return "changed" if got[0] else "saved"
 
     def audit_log(self, study_id: str) -> pd.DataFrame:
-        return pd.DataFrame(list(self.db.table("audit").rows_where("study_id = ?", [study_id], order_by="id")))
-
-    def _audit(self, study_id, actor, action, detail):
-        self.db.table("audit").insert({"study_id": study_id, "ts": now(), "actor": actor, "action": action,
-                                       "detail": detail})
+        return self._frame(sa.select(audit).where(audit.c.study_id == study_id).order_by(audit.c.id))
 
     def add_login_failures(self, ts: float, keys: tuple[str, ...]) -> None:
         """One wrong code or password, recorded under each key (its target and its clients)."""
-        with self.db.conn:
-            self.db.table("login_failures").insert_all({"ts": ts, "scope": k} for k in keys)
+        with self._write() as c:
+            c.execute(login_failures.insert(), [{"ts": ts, "scope": k} for k in keys])
 
     def failure_times(self, key: str, since: float) -> list[float]:
-        rows = self.db.conn.execute("select ts from login_failures where scope = ? and ts > ? order by ts", [key, since])
-        return [r[0] for r in rows]
+        q = (sa.select(login_failures.c.ts).where(login_failures.c.scope == key, login_failures.c.ts > since)
+             .order_by(login_failures.c.ts))
+        with self._read() as c:
+            return list(c.execute(q).scalars())
+
+
+def _audit(c: sa.Connection, study_id, actor, action, detail) -> None:
+    c.execute(AUDIT, _clean({"study_id": study_id, "ts": now(), "actor": actor, "action": action, "detail": detail}))
 
 
 class Store(StudyTables):
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path or default_db())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # owner-only: SQLite gives the -wal and -shm files the database file's permissions
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        if self.path.stat().st_uid == os.getuid():
-            self.path.chmod(0o600)
-        conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=30000")
-        self._schema()
+    """One study database. ``db``: a file path or a URL (see the module); ``must_exist``: refuse to create one."""
 
-    def _schema(self):
-        t = self.db.table
-        if "cohorts" not in self.db.table_names():
-            t("cohorts").create({"id": str, "name": str, "site": str, "created": str, "source": str,
-                                 "n_cases": int, "identifying_opt_in": int, "assumptions": str}, pk="id")
-            t("cases").create({"cohort_id": str, "case_id": str, "row": int, "image": str, "image_hash": str,
-                               "sex": str, "chronological_age_months": float, "reference_bone_age_months": float,
-                               "reference_method": str, "reader": str, "crop_box": str, "extra": str},
-                              pk=("cohort_id", "case_id"), foreign_keys=[("cohort_id", "cohorts", "id")])
-            t("runs").create({"id": str, "cohort_id": str, "model_name": str, "model_hash": str, "model_dir": str,
-                              "synthetic_demo": int, "created": str, "finished": str},
-                             pk="id", foreign_keys=[("cohort_id", "cohorts", "id")])
-            t("results").create({"run_id": str, "case_id": str, "status": str, "predicted_bone_age_months": float,
-                                 "interval_lower": float, "interval_upper": float, "fold_values": str, "flags": str,
-                                 "error": str, "updated": str}, pk=("run_id", "case_id"),
-                                foreign_keys=[("run_id", "runs", "id")])
-            t("results").create_index(["run_id", "status"])
-        if "studies" not in self.db.table_names():
-            t("studies").create({"id": str, "name": str, "cohort_id": str, "run_id": str, "protocol": str,
-                                 "seed": int, "created": str}, pk="id")
-            t("readers").create({"id": str, "study_id": str, "name": str, "role": str, "code_hash": str,
-                                 "salt": str, "created": str, "expires": str, "revoked": int}, pk="id",
-                                foreign_keys=[("study_id", "studies", "id")])
-            t("worklist").create({"reader_id": str, "position": int, "study_id": str, "case_id": str, "arm": str,
-                                  "repeat": int, "session": int}, pk=("reader_id", "position"))
-            t("reads").create({"reader_id": str, "position": int, "study_id": str, "case_id": str, "arm": str,
-                               "repeat": int, "estimate_months": float, "confidence": int, "unreadable": int,
-                               "reason": str, "seconds": float, "shown_model_months": float, "submitted": str,
-                               "revision": int}, pk=("reader_id", "position"))
-            t("audit").create({"id": int, "study_id": str, "ts": str, "actor": str, "action": str, "detail": str},
-                              pk="id")
-            t("login_failures").create({"id": int, "ts": float, "scope": str}, pk="id")
-        t("login_failures").create_index(["scope", "ts"], if_not_exists=True)
+    def __init__(self, db: str | Path | None = None, must_exist: bool = False):
+        self.url = database_url(db)
+        url = sa.make_url(self.url)
+        self.pg = url.get_backend_name() == "postgresql"
+        self.path = None if self.pg else Path(url.database)
+        self.label = url.render_as_string(hide_password=True) if self.pg else str(self.path)
+        key: tuple = (self.url,)
+        if self.path is not None:
+            if must_exist and not self.path.is_file():
+                raise StoreError(f"{self.path}: there is no study database at this path.")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # owner-only: SQLite gives the -wal and -shm files the database file's permissions
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            st = self.path.stat()
+            if st.st_uid == os.getuid():
+                self.path.chmod(0o600)
+            key += (st.st_dev, st.st_ino)  # a file replaced at the same path gets its own engine
+        self._key = key
+        with _GUARD:
+            self.engine = _ENGINES.get(key) or _ENGINES.setdefault(key, _create_engine(self.url))
+        if key not in _READY:
+            try:
+                self._migrate(must_exist)
+            except sa.exc.DBAPIError as e:
+                raise StoreError(f"cannot open the study database {self.label}: {_reason(e)}.") from None
+            _READY.add(key)
+
+    def close(self) -> None:
+        """Close this database's pooled connections in this process (other Stores on it reconnect)."""
+        with _GUARD:
+            _ENGINES.pop(self._key, None)
+            _READY.discard(self._key)
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------------- plumbing
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """One write transaction (committed at the end of the block, rolled back on any error)."""
+        with _writer(self.url) if not self.pg else nullcontext():
+            with self.engine.connect() as c:
+                c.execution_options(kneeage_tx="write")
+                with c.begin():
+                    yield c
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """:meth:`_transaction`, with a lost or busy database said in one sentence."""
+        try:
+            with self._transaction() as c:
+                yield c
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+            raise StoreError(f"the study database {self.label} could not be written: {_reason(e)}.") from None
+
+    @contextmanager
+    def _read(self, snapshot: bool = False) -> Iterator[sa.Connection]:
+        """A connection for reading, each statement on its own; ``snapshot``: everything read in the block
+        comes from one consistent state (one transaction)."""
+        try:
+            with self.engine.connect() as c:
+                if snapshot:
+                    c.execution_options(kneeage_tx="snapshot")
+                with c.begin():
+                    yield c
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+            raise StoreError(f"the study database {self.label} could not be read: {_reason(e)}.") from None
+
+    @contextmanager
+    def _driver(self, write: bool = False) -> Iterator:
+        """A cursor on a pooled driver connection for the reader's hot path (``write``: one transaction, as
+        in :meth:`_transaction`), where :meth:`_run` executes the statements above as SQLAlchemy compiled
+        them for this database: the same statements, pool and transactions as everywhere else, without
+        SQLAlchemy's per-call execution layer, which costs several times the driver's own work on a reader's
+        answer (bench/answer_save.py)."""
+        dialect = self.engine.dialect
+        dbapi = dialect.loaded_dbapi
+        with _writer(self.url) if write and not self.pg else nullcontext():
+            raw, cur = self.engine.raw_connection(), None
+            try:
+                cur = raw.cursor()
+                if write:
+                    cur.execute(BEGIN[dialect.name, "write"])
+                yield cur
+                if write:
+                    raw.commit()
+            except (dbapi.OperationalError, dbapi.InterfaceError) as e:
+                if dialect.is_disconnect(e, raw.dbapi_connection, cur):
+                    raw.invalidate()  # the server went away: the pool reconnects for the next request
+                raise StoreError(f"the study database {self.label} could not be {'written' if write else 'read'}: "
+                                 f"{_reason(e)}.") from None
+            finally:
+                raw.close()  # back to the pool, which rolls back whatever was not committed
+
+    def _run(self, cur, stmt, params: dict) -> None:
+        sql, positions, compiled = _compiled(self.engine.dialect, stmt)
+        p = compiled.construct_params(params)
+        cur.execute(sql, [p[k] for k in positions] if positions else p)
+
+    def _hot(self, stmt, params: dict) -> dict | None:
+        """The first row of a hot-path statement, as a dict."""
+        with self._driver() as cur:
+            self._run(cur, stmt, params)
+            row = cur.fetchone()
+            return dict(zip([d[0] for d in cur.description], row)) if row else None
+
+    def _first(self, q, params: dict | None = None) -> dict | None:
+        """The first row of a one-statement read (no transaction), as a dict."""
+        try:
+            with self.engine.connect() as c:
+                row = c.execute(q, params).first()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+            raise StoreError(f"the study database {self.label} could not be read: {_reason(e)}.") from None
+        return row._asdict() if row else None
+
+    def _frame(self, q) -> pd.DataFrame:
+        with self._read() as c:
+            res = c.execute(q)
+            return pd.DataFrame(res.fetchall(), columns=list(res.keys()))
+
+    def _get(self, table: sa.Table, key: str, what: str) -> dict:
+        row = self._first(sa.select(table).where(table.c.id == key))
+        if row is None:
+            raise InputError(f"{what} {key!r} does not exist in {self.label}.")
+        return row
+
+    def _insert(self, table: sa.Table):
+        """INSERT with ON CONFLICT (the same construct, and the same SQL, on both backends)."""
+        return (postgresql.insert if self.pg else sqlite.insert)(table)
+
+    def _migrate(self, must_exist: bool) -> None:
+        with self._transaction() as c:
+            if self.pg:  # several app servers starting at once: one migrates, the others wait and find it done
+                c.execute(sa.select(sa.func.pg_advisory_xact_lock(0x6B6E6565)))
+            names = set(sa.inspect(c).get_table_names())
+            if schema_version.name in names:
+                version = c.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+            elif names & {"cohorts", "studies"}:
+                version = 0  # made by a release before schema versions
+            elif must_exist:
+                raise StoreError(f"{self.label} holds no kneeage study database.")
+            else:
+                META.create_all(c)
+                c.execute(schema_version.insert(), {"version": SCHEMA_VERSION, "applied": now()})
+                return
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.label} was written by a newer kneeage (schema version {version}; this release "
+                                 f"reads up to {SCHEMA_VERSION}): upgrade kneeage to open it.")
+            schema_version.create(c, checkfirst=True)
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[v](c)
+                c.execute(schema_version.insert(), {"version": v, "applied": now()})
+
+    def schema_version(self) -> int:
+        with self._read() as c:
+            return c.execute(sa.select(sa.func.max(schema_version.c.version))).scalar_one()
+
+    def table_counts(self) -> dict[str, int]:
+        with self._read() as c:
+            return {t.name: c.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in DATA_TABLES}
+
+    def rows(self, table: str) -> list[dict]:
+        """Every row of one table, as stored (for audits and tests)."""
+        with self._read() as c:
+            return [dict(r._mapping) for r in c.execute(sa.select(META.tables[table]))]
 
     def backup(self, out: str | Path) -> int:
-        """A consistent copy of the whole database (SQLite online backup API); returns the table count."""
+        """A consistent copy of the whole database as a SQLite file, even while in use (SQLite: the online
+        backup API; PostgreSQL: one repeatable-read snapshot copied table by table). Returns the table count.
+        A PostgreSQL backup goes back with ``db copy --from backup.db --to postgresql://…``."""
         out = Path(out)
-        if out.resolve() == self.path.resolve():
-            from .errors import InputError
-
+        if self.path is not None and out.resolve() == self.path.resolve():
             raise InputError(f"{out}: the backup must not overwrite the database itself.")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(out.suffix + ".part")
+        for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            p.unlink(missing_ok=True)
         os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))  # a copy of study data: owner only
-        dest = sqlite3.connect(str(tmp))
-        with dest:
-            self.db.conn.backup(dest)
-        dest.close()
+        if self.pg:
+            dest = Store(tmp)
+            try:
+                copy_database(self, dest)
+            finally:
+                dest.close()  # closing the last connection folds the WAL into the file
+        else:
+            raw = self.engine.raw_connection()
+            try:
+                with sqlite3.connect(str(tmp)) as dest:
+                    raw.driver_connection.backup(dest)
+                dest.close()
+            finally:
+                raw.close()
         tmp.replace(out)
-        return len(sqlite_utils.Database(str(out)).table_names())
+        with sqlite3.connect(str(out)) as check:
+            n = check.execute("select count(*) from sqlite_master where type = 'table'").fetchone()[0]
+        check.close()
+        return n
 
     # ------------------------------------------------------------------------------ cohorts
-    def add_cohort(self, cases: pd.DataFrame, name: str, site: str, source: str, assumptions: list[str],
+    def add_cohort(self, frame: pd.DataFrame, name: str, site: str, source: str, assumptions: list[str],
                    identifying_opt_in: bool = False, cohort_id: str | None = None) -> str:
         """Store a cohort's cases; with a ``cohort_id`` already stored, nothing changes (idempotent)."""
         cid = cohort_id or uuid.uuid4().hex[:12]
-        if cohort_id and self.db.table("cohorts").count_where("id = ?", [cid]):
-            return cid
         std = ["case_id", "row", "image", "image_hash", "sex", "chronological_age_months", "reference_bone_age_months",
                "reference_method", "reader", "crop_box"]
-        extra_cols = [c for c in cases.columns if c not in std and (identifying_opt_in or not c.startswith("identifying_"))]
+        extra_cols = [c for c in frame.columns if c not in std and (identifying_opt_in or not c.startswith("identifying_"))]
         rows = []
-        for r in cases.to_dict("records"):
+        for r in frame.to_dict("records"):
             row = {k: _plain(r.get(k)) for k in std}
             row["extra"] = json.dumps({k: _plain(r[k]) for k in extra_cols})
             rows.append(row | {"cohort_id": cid})
-        with self.db.conn:
-            self.db.table("cohorts").insert({"id": cid, "name": name, "site": site, "created": now(), "source": source,
-                                             "n_cases": len(rows), "identifying_opt_in": int(identifying_opt_in),
-                                             "assumptions": json.dumps(assumptions)})
-            self.db.table("cases").insert_all(rows)
+        head = {"id": cid, "name": name, "site": site, "created": now(), "source": source, "n_cases": len(rows),
+                "identifying_opt_in": int(identifying_opt_in), "assumptions": json.dumps(assumptions)}
+        with self._write() as c:
+            new = self._insert(cohorts).values(_clean(head)).on_conflict_do_nothing(index_elements=["id"]).returning(cohorts.c.id)
+            if c.execute(new).first() and rows:
+                c.execute(cases.insert(), rows)
         return cid
 
     def cohorts(self) -> pd.DataFrame:
-        return pd.DataFrame(list(self.db.table("cohorts").rows_where(order_by="created desc")))
+        return self._frame(sa.select(cohorts).order_by(cohorts.c.created.desc()))
 
     def cohort(self, cohort_id: str) -> dict:
-        return self.db.table("cohorts").get(cohort_id)
+        return self._get(cohorts, cohort_id, "cohort")
 
     def cases(self, cohort_id: str) -> pd.DataFrame:
-        df = pd.DataFrame(list(self.db.table("cases").rows_where("cohort_id = ?", [cohort_id], order_by="row")))
+        df = self._frame(sa.select(cases).where(cases.c.cohort_id == cohort_id).order_by(cases.c.row))
         if len(df):
             extra = pd.DataFrame([json.loads(e or "{}") for e in df.pop("extra")], index=df.index)
             df = pd.concat([df, extra], axis=1)
@@ -305,59 +635,101 @@ class Store(StudyTables):
     def run_for(self, cohort_id: str, model_name: str, model_hash: str, model_dir: str, synthetic_demo: bool) -> str:
         """The run of this model version on this cohort (created on first use; resumed after)."""
         rid = hashlib.sha256(f"{cohort_id}:{model_hash}".encode()).hexdigest()[:12]
-        self.db.table("runs").insert({"id": rid, "cohort_id": cohort_id, "model_name": model_name,
-                                      "model_hash": model_hash, "model_dir": model_dir,
-                                      "synthetic_demo": int(synthetic_demo), "created": now(), "finished": None},
-                                     ignore=True)
+        row = {"id": rid, "cohort_id": cohort_id, "model_name": model_name, "model_hash": model_hash,
+               "model_dir": model_dir, "synthetic_demo": int(synthetic_demo), "created": now(), "finished": None}
+        with self._write() as c:
+            c.execute(self._insert(runs).values(_clean(row)).on_conflict_do_nothing(index_elements=["id"]))
         return rid
 
     def runs(self, cohort_id: str | None = None) -> pd.DataFrame:
-        where, args = ("cohort_id = ?", [cohort_id]) if cohort_id else (None, None)
-        return pd.DataFrame(list(self.db.table("runs").rows_where(where, args, order_by="created")))
+        q = sa.select(runs).order_by(runs.c.created)
+        return self._frame(q.where(runs.c.cohort_id == cohort_id) if cohort_id else q)
 
     def run(self, run_id: str) -> dict:
-        return self.db.table("runs").get(run_id)
+        return self._get(runs, run_id, "run")
 
     def pending(self, run_id: str) -> list[str]:
         run = self.run(run_id)
-        rows = self.db.query(
-            "select c.case_id from cases c left join results r on r.run_id = ? and r.case_id = c.case_id "
-            "where c.cohort_id = ? and r.case_id is null order by c.row", [run_id, run["cohort_id"]])
-        return [r["case_id"] for r in rows]
+        r = results
+        q = (sa.select(cases.c.case_id)
+             .select_from(cases.outerjoin(r, sa.and_(r.c.run_id == run_id, r.c.case_id == cases.c.case_id)))
+             .where(cases.c.cohort_id == run["cohort_id"], r.c.case_id.is_(None)).order_by(cases.c.row))
+        with self._read() as c:
+            return list(c.execute(q).scalars())
 
     def save_results(self, run_id: str, rows: list[dict]) -> None:
-        """Upsert a batch of per-case results in one transaction."""
+        """Upsert a batch of per-case results in one transaction (a row updates only the columns it has)."""
         stamp = now()
-        with self.db.conn:
-            self.db.table("results").upsert_all([r | {"run_id": run_id, "updated": stamp} for r in rows],
-                                                pk=("run_id", "case_id"))
+        groups: dict[tuple, list[dict]] = {}
+        for r in rows:
+            r = _clean(r | {"run_id": run_id, "updated": stamp})
+            groups.setdefault(tuple(r), []).append(r)
+        with self._write() as c:
+            for cols, group in groups.items():
+                ins = self._insert(results)
+                c.execute(ins.on_conflict_do_update(index_elements=["run_id", "case_id"],
+                                                    set_={k: ins.excluded[k] for k in cols if k not in ("run_id", "case_id")}),
+                          group)
 
     def finish(self, run_id: str) -> None:
-        with self.db.conn:
-            self.db.table("runs").update(run_id, {"finished": now()})
+        with self._write() as c:
+            c.execute(sa.update(runs).where(runs.c.id == run_id).values(finished=now()))
 
     def results(self, run_id: str) -> pd.DataFrame:
         """Per-case results joined with the cohort's cases (cases not yet run have status 'pending')."""
         run = self.run(run_id)
-        cases = self.cases(run["cohort_id"])
-        res = pd.DataFrame(list(self.db.table("results").rows_where("run_id = ?", [run_id])))
-        if not len(res):
-            res = pd.DataFrame(columns=["case_id", "status", "predicted_bone_age_months", "interval_lower",
-                                        "interval_upper", "fold_values", "flags", "error"])
-        df = cases.merge(res.drop(columns=["run_id", "updated"], errors="ignore"), on="case_id", how="left")
+        res = self._frame(sa.select(results).where(results.c.run_id == run_id))
+        df = self.cases(run["cohort_id"]).merge(res.drop(columns=["run_id", "updated"]), on="case_id", how="left")
         df["status"] = df["status"].fillna("pending")
         return df
 
     def counts(self, run_id: str) -> dict:
-        rows = self.db.query("select status, count(*) n from results where run_id = ? group by status", [run_id])
-        return {r["status"]: r["n"] for r in rows}
+        q = sa.select(results.c.status, sa.func.count()).where(results.c.run_id == run_id).group_by(results.c.status)
+        with self._read() as c:
+            return {status: n for status, n in c.execute(q)}
+
+
+def copy_database(src: Store, dst: Store, progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
+    """Copy every table of ``src`` into ``dst``, which must hold no study data: one consistent read of the
+    source and one write transaction on the destination, so a failed copy leaves the destination empty.
+    Returns the rows copied per table."""
+    if src.url == dst.url:
+        raise InputError(f"{src.label}: copy a study database to another database, not onto itself.")
+    counts = {}
+    with src._read(snapshot=True) as s, dst._write() as d:
+        full = [t.name for t in DATA_TABLES if d.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()]
+        if full:
+            raise InputError(f"{dst.label} already holds study data (table {full[0]}); copy into a new, empty database.")
+        for t in DATA_TABLES:
+            n = 0
+            for chunk in s.execute(sa.select(t).execution_options(yield_per=2000)).partitions():
+                d.execute(t.insert(), [dict(r._mapping) for r in chunk])
+                n += len(chunk)
+            counts[t.name] = n
+            if progress:
+                progress(t.name, n)
+        if dst.pg:  # copied ids: the sequences continue after them
+            for t in (audit, login_failures):
+                d.execute(sa.select(sa.func.setval(sa.func.pg_get_serial_sequence(t.name, "id"),
+                                                   sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0) + 1).scalar_subquery(),
+                                                   False)))
+    return counts
 
 
 def _plain(v):
+    """A value both drivers store: numpy scalars as int/float, NaN as NULL, and text without NUL characters
+    (PostgreSQL refuses them; U+FFFD takes their place on both backends)."""
     if v is None:
         return None
+    if isinstance(v, str):
+        return v.replace("\x00", "\ufffd") if "\x00" in v else v
     if isinstance(v, float) and v != v:
         return None
     if hasattr(v, "item"):
         return v.item()
     return v
+
+
+def _clean(row: dict) -> dict:
+    """:func:`_plain` for every value of a row."""
+    return {k: _plain(v) for k, v in row.items()}

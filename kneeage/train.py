@@ -23,10 +23,13 @@ import torch
 
 from . import __version__
 from .errors import InputError
+from .imaging import load_radiograph
+from .localise import Framer, load_trained, spacing_column
 from .model import BoneAgeNet, ModelCard, ModelConfig, fold_paths, load_fold, save_card, save_fold
-from .preprocess import augment, normalise, parse_box, to_input
+from .preprocess import augment, normalise, parse_box
 
 AGE_BANDS = (0, 24, 72, 120, 168, 1000)  # months: calibration bands for the interval
+REFERENCE = "reference_bone_age_months"  # the reads a site compares a model with
 
 
 @dataclass
@@ -43,6 +46,7 @@ class TrainSettings:
     seed: int = 0
     crop: str = "auto"
     init_from: str | None = None
+    localiser: str | None = None  # directory of a trained localiser (needed with a physical spacing)
     training_data: str = ""
     synthetic_demo: bool = False  # trained on phantoms: say so wherever its numbers appear
 
@@ -55,20 +59,16 @@ class TrainingSet:
     labels: torch.Tensor  # (N,) months
     groups: np.ndarray  # patient ids
     case_ids: list
-
-
-def _decode_one(args):
-    path, size, box = args
-    from .imaging import load_radiograph
-
-    r = load_radiograph(path)
-    return (to_input(r.pixels, size, box) * 255 + 0.5).astype(np.uint8)
+    reference: np.ndarray | None = None  # reference reads (months; nan where missing): what the interval is calibrated on
 
 
 def load_training_set(manifest: str | Path, label_column: str, size: int, image_column: str = "image",
-                      crop: str = "auto", workers: int | None = None) -> TrainingSet:
-    """Decode every image of a manifest to the network's input size, in threads (decoders release the GIL;
-    threads stay safe beside torch, where forked processes can crash)."""
+                      crop: str = "auto", workers: int | None = None, framer=None) -> TrainingSet:
+    """Decode every image of a manifest to the network's input, in threads (decoders release the GIL;
+    threads stay safe beside torch, where forked processes can crash). ``framer`` (kneeage.localise.Framer)
+    frames each image; without one, the legacy pixel-relative crop at ``size``. A crop_box column overrides
+    the automatic region; a pixel-spacing column (:func:`kneeage.localise.spacing_column`) gives the spacing
+    of files without a header."""
     manifest = Path(manifest)
     df = pd.read_csv(manifest)
     for col in ("case_id", image_column, "sex", label_column):
@@ -80,14 +80,24 @@ def load_training_set(manifest: str | Path, label_column: str, size: int, image_
     bad = df[~df.sex.isin(["F", "M"])]
     if len(bad):
         raise InputError(f"{manifest.name}: row {bad.index[0] + 2} has sex {bad.sex.iloc[0]!r}; use F or M.")
+    framer = framer or Framer(size)
     boxes = [parse_box(b) or crop for b in df["crop_box"]] if "crop_box" in df.columns else [crop] * len(df)
-    jobs = [(str(manifest.parent / p), size, b) for p, b in zip(df[image_column], boxes)]
+    spc = spacing_column(image_column)
+    spacings = pd.to_numeric(df[spc], errors="coerce").tolist() if spc in df.columns else [None] * len(df)
+
+    def decode(job):
+        path, box, spacing = job
+        r = load_radiograph(path)
+        given = r.pixel_spacing_mm or (spacing if spacing is not None and np.isfinite(spacing) else None)
+        return (framer(r.pixels, box, given) * 255 + 0.5).astype(np.uint8)
+
+    jobs = [(str(manifest.parent / p), b, sp) for p, b, sp in zip(df[image_column], boxes, spacings)]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers > 1:
         with ThreadPoolExecutor(workers) as ex:
-            arrays = list(ex.map(_decode_one, jobs))
+            arrays = list(ex.map(decode, jobs))
     else:
-        arrays = [_decode_one(j) for j in jobs]
+        arrays = [decode(j) for j in jobs]
     chron = df["chronological_age_months"] if "chronological_age_months" in df.columns else pd.Series(np.nan, index=df.index)
     groups = df["patient_id"].astype(str).to_numpy() if "patient_id" in df.columns else df["case_id"].astype(str).to_numpy()
     return TrainingSet(
@@ -97,6 +107,7 @@ def load_training_set(manifest: str | Path, label_column: str, size: int, image_
         labels=torch.tensor(df[label_column].to_numpy(dtype=float), dtype=torch.float32),
         groups=groups,
         case_ids=df.case_id.astype(str).tolist(),
+        reference=pd.to_numeric(df[REFERENCE], errors="coerce").to_numpy(float) if REFERENCE in df.columns else None,
     )
 
 
@@ -188,7 +199,7 @@ def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_id
         for i in range(0, len(mine), st.batch_size):
             b = mine[i : i + st.batch_size]
             x = imgs[b].to(device, non_blocking=True).float() / 255
-            x = normalise(augment(x, gen))
+            x = normalise(augment(x, gen, strong=cfg.spacing_mm is not None))
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -242,8 +253,14 @@ def train(manifest: str | Path, out: str | Path, cfg: ModelConfig | None = None,
     rank, world = _dist()
     device = _device()
     quiet = (lambda *a, **k: None) if rank else log
+    localiser = None
+    if cfg.spacing_mm is not None:
+        if not st.localiser:
+            raise InputError("A model framed in millimetres (--spacing) needs a trained localiser (--localiser DIR).")
+        localiser = load_trained(st.localiser)
     if data is None:
-        data = load_training_set(manifest, st.label_column, cfg.input_size, st.image_column, st.crop)
+        data = load_training_set(manifest, st.label_column, cfg.input_size, st.image_column, st.crop,
+                                 framer=Framer(cfg.input_size, cfg.spacing_mm, localiser))
     if device.type == "cuda":  # keep the (uint8) images on the GPU: no loader in the loop
         data = TrainingSet(data.images.to(device), data.sex, data.chron, data.labels, data.groups, data.case_ids)
     y = data.labels.numpy()
@@ -272,17 +289,26 @@ def train(manifest: str | Path, out: str | Path, cfg: ModelConfig | None = None,
             tmp.replace(state_path)
         if world > 1:
             torch.distributed.barrier()
-    card = _finish(cfg, st, data, oof, state, out, name, device) if rank == 0 else None
+    if rank == 0 and localiser is not None:
+        localiser.save(out)
+    card = _finish(cfg, st, data, oof, state, out, name, device, localiser) if rank == 0 else None
     if world > 1:
         torch.distributed.barrier()
     return card
 
 
-def _finish(cfg, st, data, oof, state, out: Path, name, device) -> ModelCard:
+def _finish(cfg, st, data, oof, state, out: Path, name, device, localiser=None) -> ModelCard:
     """Calibrate intervals on the out-of-fold predictions, set QC thresholds, write the card."""
     y = data.labels.numpy()
     res = oof - y
-    interval = calibrate_interval(oof, y)
+    ref = data.reference
+    if ref is not None and np.isfinite(ref).sum() >= 100:  # calibrate on what sites compare with: the reference reads
+        interval = calibrate_interval(oof, ref)
+        interval["calibrated_against"] = "reference reads (out-of-fold predictions)"
+        interval["oof_coverage_of_labels"] = float((np.abs(oof - y) <= [half_width(interval, p) for p in oof]).mean())
+    else:
+        interval = calibrate_interval(oof, y)
+        interval["calibrated_against"] = f"training labels ({st.label_column}, out-of-fold predictions)"
     # QC: fold disagreement and feature-space distance, measured on the training images.
     models = [load_fold(cfg, p).to(device) for p in fold_paths(out)]
     n_qc = min(len(y), 512)
@@ -299,6 +325,9 @@ def _finish(cfg, st, data, oof, state, out: Path, name, device) -> ModelCard:
         "unlike_training_distance": float(np.percentile(dist, 99)) * 1.25,
         "not_knee_distance": float(np.percentile(dist, 99)) * 2.0,
     }
+    if cfg.body_part == "knee":  # the top of the trained range: reported as "at least", never as a number
+        sex = data.sex.numpy()
+        qc["mature_from_months"] = {s: float(np.quantile(y[sex == v], 0.95)) for s, v in (("F", 0), ("M", 1)) if (sex == v).sum() >= 20}
     fold_metrics = [state["folds"][str(k)]["metrics"] for k in range(st.folds)]
     card = ModelCard(
         name=name,
@@ -313,6 +342,7 @@ def _finish(cfg, st, data, oof, state, out: Path, name, device) -> ModelCard:
         interval=interval,
         qc=qc,
         label_range_months=(float(y.min()), float(y.max())),
+        localiser=localiser.info if localiser is not None else {},
         results={"oof_mae": float(np.abs(res).mean()), "oof_bias": float(res.mean()), "n": int(len(y)),
                  "settings": asdict(st)},
     )
@@ -339,7 +369,7 @@ def calibrate_interval(pred: np.ndarray, truth: np.ndarray, level: float = 0.95)
     band of predicted age (bands with fewer than 20 cases use the overall value). Coverage is reported
     on the same out-of-fold predictions (in-sample for the calibration; see the replication doc for a
     held-out check)."""
-    ok = np.isfinite(pred)
+    ok = np.isfinite(pred) & np.isfinite(truth)
     pred, truth = pred[ok], truth[ok]
     absres = np.abs(pred - truth)
     n = len(absres)

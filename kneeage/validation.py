@@ -19,7 +19,8 @@ from . import growth, stats
 from .cohort import CohortCheck, ImageSource
 from .errors import KneeageError, StatsError
 from .imaging import load_radiograph
-from .predict import Predictor
+from .localise import framed_thumbnail
+from .predict import REFUSALS, Predictor
 from .preprocess import parse_box
 from .store import Store
 
@@ -59,7 +60,9 @@ def run_model(store: Store, cohort_id: str, predictor: Predictor, source: ImageS
         try:
             rad = load_radiograph(source.read(row["image"]), name=row["image"])
             box = parse_box(row["crop_box"]) or "auto"
-            return cid, predictor.prepare(rad.pixels, box, rad.pixel_spacing_mm), rad.body_part, None
+            given = row.get("pixel_spacing_mm")
+            spacing = rad.pixel_spacing_mm or (float(given) if given is not None and pd.notna(given) else None)
+            return cid, predictor.prepare(rad.pixels, box, spacing), rad.body_part, None
         except (KneeageError, OSError) as e:
             return cid, None, None, str(e).rstrip(".")
 
@@ -77,9 +80,14 @@ def run_model(store: Store, cohort_id: str, predictor: Predictor, source: ImageS
                          for i in ids]
                 preds = predictor.predict_many([c[1] for c in ok], [cases.at[i, "sex"] for i in ids], chron, [c[2] for c in ok])
                 for cid, p in zip(ids, preds):
-                    rows.append({"case_id": cid, "status": "done", "predicted_bone_age_months": p.bone_age_months,
-                                 "interval_lower": p.interval_months[0], "interval_upper": p.interval_months[1],
-                                 "fold_values": json.dumps([round(v, 3) for v in p.fold_values_months]),
+                    # A refused image is stored without a number (nothing downstream can show one, the reading
+                    # room's assisted arm included); a censored knee with its lower bound ("at least").
+                    refused = p.refusal in ("not_a_knee", "unlike_training")
+                    rows.append({"case_id": cid, "status": "done",
+                                 "predicted_bone_age_months": None if refused else p.censored_from_months or p.bone_age_months,
+                                 "interval_lower": None if p.refusal else p.interval_months[0],
+                                 "interval_upper": None if p.refusal else p.interval_months[1],
+                                 "fold_values": json.dumps([] if refused else [round(v, 3) for v in p.fold_values_months]),
                                  "flags": ";".join(p.flags), "error": None})
             store.save_results(run_id, rows)
             done += len(chunk)
@@ -131,6 +139,19 @@ def analyse(cases: pd.DataFrame, n_boot: int = stats.N_BOOT) -> dict:
     out["complete"] = out["n_pending"] == 0  # an interrupted run's results are partial, and say so
     flags = cases["flags"].dropna().astype(str).str.split(";").explode()
     out["flags"] = {k: int(v) for k, v in flags[flags != ""].value_counts().items()}  # quality flags raised
+    # Withheld results (kneeage.predict.REFUSALS) leave the agreement statistics and are counted by reason; a
+    # knee censored as skeletally mature ("at least N months", N stored as its estimate) is checked against
+    # its reference read instead.
+    reason = ok["flags"].fillna("").astype(str).str.split(";").map(lambda f: next((x for x in f if x in REFUSALS), None))
+    out["withheld"] = {k: int(v) for k, v in reason.dropna().value_counts().items()}
+    mature = ok[reason == "skeletally_mature"]
+    if len(mature):
+        gap = mature.reference_bone_age_months - mature.predicted_bone_age_months
+        out["censored"] = {"n": int(len(mature)), "reference_at_or_above_bound": float((gap >= 0).mean()),
+                           "reference_within_12_months_below": float((gap >= -12).mean()),
+                           "reference_min_months": float(mature.reference_bone_age_months.min())}
+    ok = ok[reason.isna()].reset_index(drop=True)
+    out["n"] = int(len(ok))
     if len(ok) < 3:
         out["note"] = "fewer than 3 cases with both a prediction and a reference; no agreement statistics."
         return out
@@ -182,11 +203,28 @@ def analyse(cases: pd.DataFrame, n_boot: int = stats.N_BOOT) -> dict:
         if rc is not None:
             rc.pop("corrected")
             out["recalibration"] = rc
+    out["interval_coverage"] = attempt("interval coverage", lambda: interval_coverage(ok))
     clinical = attempt("clinical view", lambda: growth.clinical_view(ok))  # errors over 6/12/24 months, ±2 SD, knee growth (#20)
     if clinical is not None:
         out["clinical"] = clinical
     out["not_computed"] = not_computed
     return json.loads(json.dumps(out, default=float))
+
+
+def interval_coverage(cases: pd.DataFrame) -> dict | None:
+    """The share of reference reads inside the model's interval, overall and by band of the model's
+    estimate (the interval is calibrated per band of estimated age); None when the model gives no interval."""
+    if not {"interval_lower", "interval_upper"} <= set(cases.columns):
+        return None
+    has = cases.interval_lower.notna() & cases.interval_upper.notna()
+    if not has.any():
+        return None
+    d = cases[has]
+    inside = (d.interval_lower <= d.reference_bone_age_months) & (d.reference_bone_age_months <= d.interval_upper)
+    band = stats.age_band(d.predicted_bone_age_months)
+    return {"overall": float(inside.mean()), "n": int(len(d)),
+            "by_band": [{"band": str(b), "n": int((band == b).sum()), "coverage": float(inside[band == b].mean())}
+                        for b in band.categories if (band == b).any()]}
 
 
 # ------------------------------------------------------------------------------------- pooling
@@ -311,9 +349,12 @@ def worst_gallery(store: Store, run_id: str, predictor: Predictor, worst: list[d
     for w in worst:
         row = cases.loc[w["case_id"]]
         rad = load_radiograph(source.read(row["image"]), name=row["image"])
-        x = predictor.prepare(rad.pixels, parse_box(row["crop_box"]) or "auto", rad.pixel_spacing_mm)
+        given = row.get("pixel_spacing_mm")
+        spacing = rad.pixel_spacing_mm or (float(given) if given is not None and pd.notna(given) else None)
+        framing = predictor.frame(rad.pixels, parse_box(row["crop_box"]) or "auto", spacing)
+        x = predictor.prepare(rad.pixels, framing=framing)
         sal = predictor.saliency(x, row["sex"], method, chron_months=row["chronological_age_months"])
-        out.append({"case_id": w["case_id"], "overlay": overlay(x, sal, 0.5),
+        out.append({"case_id": w["case_id"], "overlay": overlay(x, sal, 0.5), "framed": framed_thumbnail(rad.pixels, framing),
                     "predicted": w["predicted_bone_age_months"], "reference": w["reference_bone_age_months"]})
     return out
 

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from kneeage import KneeageError
 from kneeage.predict import DEFAULT_MODEL_DIR, Predictor
 
 
@@ -15,13 +16,17 @@ def predictor() -> Predictor:
 
 
 def store():
-    """This browser session's own database connection (SQLite transactions are per connection, so
-    sessions must not share one)."""
-    from kneeage.store import Store, default_db
+    """This browser session's study database (SQLite, or PostgreSQL when KNEEAGE_DATABASE_URL says so). Its
+    connections come from a pool shared by the process; each write is its own transaction."""
+    from kneeage.store import Store, database_url
 
-    path = default_db()
-    if getattr(st.session_state.get("store"), "path", None) != path:
-        st.session_state.store = Store(path)
+    url = database_url()
+    if getattr(st.session_state.get("store"), "url", None) != url:
+        try:
+            st.session_state.store = Store(url)
+        except KneeageError as e:
+            st.error(str(e))
+            st.stop()
     return st.session_state.store
 
 
@@ -68,7 +73,7 @@ def require_pi() -> None:
 
 
 @st.cache_data(show_spinner="Analysing the run…", max_entries=16)
-def run_report(db_path: str, run_id: str, counts: str, partial_bundle: bool = False):
+def run_report(db_url: str, run_id: str, counts: str, partial_bundle: bool = False):
     """A validation run's cases, summary, metadata, figures and export files, recomputed only when the
     run's results change (``counts``), not on every widget interaction. An interrupted run gets a site
     bundle only with ``partial_bundle``."""
@@ -76,18 +81,18 @@ def run_report(db_path: str, run_id: str, counts: str, partial_bundle: bool = Fa
 
     from kneeage.store import Store
 
-    cases, summary, meta = validation.results_for(Store(db_path), run_id)
+    cases, summary, meta = validation.results_for(Store(db_url), run_id)
     figs = plots.validation_figures(cases, summary, plots.DEMO_NOTE if meta["synthetic_demo"] else None)
     return cases, summary, meta, figs, report.validation_exports(cases, summary, meta, figs, partial_bundle)
 
 
 @st.cache_data(show_spinner="Saliency for the largest errors…", max_entries=16)
-def worst_gallery(db_path: str, run_id: str, worst: list, _source):
+def worst_gallery(db_url: str, run_id: str, worst: list, _source):
     from pathlib import Path
 
     from kneeage import validation
     from kneeage.store import Store
 
-    model_dir = Store(db_path).run(run_id)["model_dir"] or ""
+    model_dir = Store(db_url).run(run_id)["model_dir"] or ""
     pred = load_predictor(model_dir) if Path(model_dir).is_dir() else predictor()  # the run's own model where it is here
-    return validation.worst_gallery(Store(db_path), run_id, pred, worst, _source)
+    return validation.worst_gallery(Store(db_url), run_id, pred, worst, _source)

@@ -4,7 +4,7 @@ import streamlit as st
 
 from kneeage import KneeageError
 from kneeage.imaging import load_radiograph, to_uint8
-from kneeage.preprocess import to_input
+from pages.common import predictor
 
 st.title("Image checker")
 st.write(
@@ -22,6 +22,9 @@ for f in files or []:
     with st.container(border=True):
         left, mid, right = st.columns([1, 1, 1])
         left.image(to_uint8(r.pixels, 512), caption=f"{r.name} — {r.shape[1]}×{r.shape[0]} px, bone bright", clamp=True)
-        mid.image(to_uint8(to_input(r.pixels, 256, "auto")), caption="Automatic crop, as the model gets it (shown at 256 px)", clamp=True)
+        framing = predictor().frame(r.pixels, "auto", r.pixel_spacing_mm)
+        x = predictor().prepare(r.pixels, framing=framing)
+        sp = f", pixel spacing {framing.spacing_mm[0]:.3f} mm ({framing.spacing_source})" if framing.spacing_mm else ""
+        mid.image(to_uint8(x), caption=f"What the model sees: {framing.region_source}{sp}", clamp=True)
         right.success(f"{r.name}: decoded as {r.format}.", icon=":material/check_circle:")
         right.json(r.metadata(), expanded=True)

@@ -74,7 +74,7 @@ with right:
                 + (" Synthetic demo model — for the study's demonstration only." if demo else ""), icon=":material/smart_toy:")
         p = predictor()
         if "gradcam" in p.saliency_methods:
-            x = p.prepare(rad.pixels, "auto")
+            x = p.prepare(rad.pixels, "auto", rad.pixel_spacing_mm)
             st.image(overlay(x, p.saliency(x, task.sex or "F", "gradcam"), 0.5), caption="Model saliency (Grad-CAM)", width=260)
         else:
             st.caption("This model has no saliency map (its runtime gives no gradients).")

@@ -43,8 +43,7 @@ except KneeageError as e:
     st.stop()
 
 key = rad.content_hash[:12]  # widgets per image: a new image starts from its own header
-if f"box_{key}" not in st.session_state:
-    st.session_state[f"box_{key}"] = ",".join(map(str, case.default_box(rad)))
+st.session_state.setdefault(f"box_{key}", "")  # empty: the model's localiser finds the knee
 c1, c2 = st.columns(2)
 sex = c1.radio("Sex", ["F", "M"], index=["F", "M"].index(rad.sex) if rad.sex in ("F", "M") else None,
                key=f"sex_{key}", horizontal=True, format_func={"F": "Female", "M": "Male"}.get,
@@ -60,28 +59,34 @@ if sex is None:
     st.warning("The file does not say the patient's sex; choose it above to get a bone age.")
     st.stop()
 
-st.subheader("Knee region")
-k1, k2 = st.columns(2)
-with k1:
-    try:
-        box = case.check_box(st.session_state[f"box_{key}"], rad)
-    except KneeageError as e:
-        st.error(str(e))
-        box = case.default_box(rad)
-    event = st.plotly_chart(crop_figure(rad.pixels, box), key="crop", on_select="rerun", selection_mode="box",
-                            config={"displayModeBar": False})
-    picked = box_from_selection(event.get("selection") if event else None)
-    if picked and picked != box and st.session_state.get("last_pick") != picked:
-        st.session_state.last_pick = picked
-        st.session_state[f"box_{key}"] = ",".join(map(str, picked))
-        st.rerun()
-    st.text_input("Crop box x0,y0,x1,y1 (pixels) — drag a box on the image or type it", key=f"box_{key}")
-
+spacing = None
+if rad.pixel_spacing_mm is None:
+    spacing = st.number_input("Pixel spacing (mm), if you know it", 0.02, 5.0, None, 0.01, format="%.3f", key=f"spacing_{key}",
+                              help="This file has no header giving its pixel size. Without it the model estimates the "
+                                   "scale from the anatomy, which is less accurate.")
+override = st.session_state.get(f"override_{key}", False)
 try:
-    result, model_input = case.analyse(predictor(), rad, sex, age, box)
+    result, model_input = case.analyse(predictor(), rad, sex, age, st.session_state[f"box_{key}"], spacing, override)
 except KneeageError as e:
     st.error(str(e))
     st.stop()
+
+st.subheader("Knee region")
+k1, k2 = st.columns(2)
+with k1:
+    event = st.plotly_chart(crop_figure(rad.pixels, result.box), key="crop", on_select="rerun", selection_mode="box",
+                            config={"displayModeBar": False})
+    picked = box_from_selection(event.get("selection") if event else None)
+    if picked and picked != result.box and st.session_state.get("last_pick") != picked:
+        st.session_state.last_pick = picked
+        st.session_state[f"box_{key}"] = ",".join(map(str, picked))
+        st.rerun()
+    st.text_input("Knee box x0,y0,x1,y1 (pixels): empty lets the model find the knee; drag a box on the image or type one",
+                  key=f"box_{key}")
+    if result.framing is not None:
+        f = result.framing
+        sp = f"; pixel spacing {f.spacing_mm[0]:.3f} mm ({f.spacing_source})" if f.spacing_mm else ""
+        st.caption(f"Box: {f.region_source}{sp}.")
 k2.image((model_input * 255).astype("uint8"), caption="The model's input", width=320)
 
 st.subheader("Result")
@@ -90,6 +95,12 @@ for message in p.flag_messages:
     st.warning(message, icon=":material/flag:")
 if p.synthetic_demo:
     st.error(case.DEMO_STATEMENT, icon=":material/science:")
+if p.refusal:
+    st.error(p.refusal_text, icon=":material/block:")
+    st.checkbox("Show the model's number anyway (the result and the report are marked as overridden)", key=f"override_{key}")
+    if result.withheld:
+        st.stop()
+    st.warning("OVERRIDDEN: the model withheld this number; it is shown because you asked for it.", icon=":material/warning:")
 m1, m2, m3 = st.columns(3)
 m1.metric("Bone age", years_months(p.bone_age_months), help=f"{p.bone_age_months:.1f} months")
 lo, hi = p.interval_months

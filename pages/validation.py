@@ -128,7 +128,7 @@ if pending:
 
 insist = bool(pending) and st.checkbox("Make a site bundle from this partial run anyway", key="partial_bundle",
                                        help="A bundle for the study PI is normally made only from a finished run.")
-cases, summary, meta, figs, exports = run_report(str(db.path), rid, json.dumps(db.counts(rid)), insist)
+cases, summary, meta, figs, exports = run_report(db.url, rid, json.dumps(db.counts(rid)), insist)
 if report.partial_notice(summary):
     st.error(report.partial_notice(summary), icon=":material/hourglass_bottom:")
 st.caption(f"Predictions: {meta['prediction_source']}.")
@@ -142,11 +142,22 @@ for name, reason in summary.get("not_computed", {}).items():
 for flag, n in summary["flags"].items():
     st.warning(f"{n} case(s): {FLAG_TEXT[flag]}", icon=":material/flag:")
 m = st.columns(4)
-m[0].metric("Cases", f"{summary['n']} / {summary['n_cases']}", help=f"{summary['n_failed']} could not be read")
+withheld = summary.get("withheld") or {}
+m[0].metric("Cases", f"{summary['n']} / {summary['n_cases']}",
+            help=f"{summary['n_failed']} could not be read; {sum(withheld.values())} withheld by the model")
+if withheld:
+    st.info("Withheld by the model (no number, left out of the agreement statistics): "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in withheld.items())
+            + (". Censored knees: reference at or above the model's bound in {:.0%}.".format(summary["censored"]["reference_at_or_above_bound"])
+               if summary.get("censored") else "."), icon=":material/block:")
 if "mae" in summary and "loa_lower" in summary:
     m[1].metric("MAE (months)", f"{summary['mae']:.2f}", help="BCa bootstrap 95% CI {:.2f}–{:.2f}".format(*summary["mae_ci"]))
     m[2].metric("Bias (months)", f"{summary['bias']:+.2f}", help="model − reference; t 95% CI {:.2f}–{:.2f}".format(*summary["bias_ci"]))
     m[3].metric("95% limits of agreement", f"{summary['loa_lower']:.1f} to {summary['loa_upper']:.1f}")
+cov = summary.get("interval_coverage")
+if cov:
+    st.caption(f"The model's {cov['n']} intervals hold {cov['overall']:.0%} of your reference reads ("
+               + ", ".join(f"{b['band']}: {b['coverage']:.0%}" for b in cov["by_band"]) + "; by band of the estimate).")
 for tab, (key, fig) in zip(st.tabs([k.replace("_", " ").capitalize() for k in figs]), figs.items()):
     tab.plotly_chart(fig, key=f"fig_{key}")
 if summary["comparisons"]:
@@ -182,11 +193,12 @@ try:
     if spec.startswith(predictions.PREFIX):
         raise KneeageError("the predictions were made elsewhere; this cohort has no images.")
     src = st.session_state.get("check_source") if spec.startswith("upload:") else None
-    gallery = worst_gallery(str(db.path), rid, summary["worst_cases"][:4], src)
+    gallery = worst_gallery(db.url, rid, summary["worst_cases"][:4], src)
 except KneeageError as e:
     gallery = []
     st.caption(f"No gallery: {e}")
 for col, g in zip(st.columns(4), gallery):
+    col.image(g["framed"], caption=f"{g['case_id']}: where the model looked (orange: knee found, blue: its window)")
     col.image(g["overlay"], caption=f"{g['case_id']}: model {g['predicted']:.0f}, reference {g['reference']:.0f} months")
 
 cols = st.columns(4)

@@ -49,8 +49,9 @@ def test_analyse_gives_bone_age_sds_and_flags(predictor, demo):
 
 def test_crop_boxes(demo):
     h, w = demo.shape
-    assert case.check_box("full", demo) == (0, 0, w, h)
-    assert case.check_box("auto", demo) == case.default_box(demo) == case.check_box("", demo)
+    assert case.check_box("full", demo) == "full"
+    assert case.check_box("auto", demo) == "auto" == case.check_box("", demo) == case.check_box(None, demo)
+    assert case.check_box("0,0,99999,99999", demo) == (0, 0, w, h)
     assert case.check_box("300,400,-20,10", demo) == (0, 10, 300, 400)  # sorted and clipped
     with pytest.raises(InputError, match="leaves less than 16 px"):
         case.check_box((0, 0, 10, 10), demo)

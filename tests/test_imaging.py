@@ -245,34 +245,109 @@ def test_path_bytes_and_file_object_agree(tmp_path):
     assert np.array_equal(a.pixels, c.pixels) and c.name == "k.dcm"
 
 
-def test_fast_linear_luts_equal_pydicoms_after_scaling():
-    """The float32 fast path for rescale + LINEAR window gives pydicom's result (after scaling to [0, 1])."""
-    import io as _io
-    from datetime import date
-
-    import pydicom
+def _previous_release_pixels(ds) -> np.ndarray:
+    """How the release before issue #22 turned a data set into pixels (pydicom's pixel_array, a float32
+    linear path or pydicom's LUTs, min-max scaling, MONOCHROME1 inversion): the reference the fast
+    decode must reproduce."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    from kneeage.imaging import _linear_luts, _scale01
+    from kneeage.imaging import _linear_params, _scale01
+
+    arr = ds.pixel_array
+    params = _linear_params(ds)
+    if params is not None:
+        slope, intercept, centre, width = params
+        x = np.array(arr, dtype=np.float32)
+        if slope != 1 or intercept != 0:
+            x *= np.float32(slope)
+            x += np.float32(intercept)
+        if centre is not None:
+            x -= np.float32(centre - 0.5)
+            x *= np.float32(1 / (width - 1))
+            x += np.float32(0.5)
+            np.clip(x, 0, 1, out=x)
+    else:
+        x = apply_modality_lut(arr, ds)
+        if "VOILUTSequence" in ds or "WindowCenter" in ds:
+            x = apply_voi_lut(x, ds, index=0)
+    x = _scale01(x)
+    return 1.0 - x if ds.get("PhotometricInterpretation") == "MONOCHROME1" else x
+
+
+def _variants():
+    """Data sets covering the decode paths: phantom CR, pydicom's CR/CT/MR files (MONOCHROME1, signed,
+    8- and 16-bit, several transfer syntaxes), and edits of them (slopes, clipping windows, flat images)."""
     from kneeage.phantom import render_knee, write_dicom
 
     ph = render_knee(90, "M", 2, 128)
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     write_dicom(buf, ph.stored, ph.truth, birth=date(2015, 1, 1), study=date(2024, 1, 1), patient_id="W")
-    cases = [pydicom.dcmread(_io.BytesIO(buf.getvalue()))]
-    for name in ("CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "RG3_UNCI.dcm", "MR_small_RLE.dcm"):
-        try:
-            cases.append(pydicom.dcmread(pydicom.data.get_testdata_file(name)))
-        except (TypeError, ValueError, OSError):
+    out = [("phantom CR", pydicom.dcmread(io.BytesIO(buf.getvalue())))]
+    for name in ("CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "RG1_UNCI.dcm",
+                 "RG3_UNCI.dcm", "RG3_UNCR.dcm", "MR_small_RLE.dcm", "JPEG-LL.dcm"):
+        out.append((name, pydicom.dcmread(pydicom.data.get_testdata_file(name))))
+    edits = []
+    for name, ds in out[:6]:
+        if ds.get("SamplesPerPixel", 1) != 1:
             continue
-    windowed = 0
-    for ds in cases:
-        if "WindowCenter" not in ds:
-            ds.WindowCenter, ds.WindowWidth = float(ds.pixel_array.mean()), float(np.ptp(ds.pixel_array)) / 2 + 2
-        arr = ds.pixel_array
-        fast = _linear_luts(arr, ds)
-        assert fast is not None, "the fast path should cover this file"
-        slow = apply_voi_lut(apply_modality_lut(arr, ds), ds, index=0)
-        assert np.allclose(_scale01(fast), _scale01(slow), atol=2e-5)
-        windowed += 1
-    assert windowed >= 3
+        a = pydicom.dcmread(io.BytesIO(_save(ds)))
+        a.RescaleSlope, a.RescaleIntercept = -0.75, 100.0  # a falling modality LUT
+        b = pydicom.dcmread(io.BytesIO(_save(ds)))
+        b.WindowCenter, b.WindowWidth = float(np.median(ds.pixel_array)), float(np.ptp(ds.pixel_array)) / 3 + 2  # clips
+        c = pydicom.dcmread(io.BytesIO(_save(ds)))
+        c.PhotometricInterpretation = "MONOCHROME1"
+        edits += [(f"{name} falling slope", a), (f"{name} clipping window", b), (f"{name} as MONOCHROME1", c)]
+    flat = pydicom.dcmread(io.BytesIO(buf.getvalue()))
+    flat.PixelData = np.full((flat.Rows, flat.Columns), 700, "<u2").tobytes()
+    eight = pydicom.dcmread(io.BytesIO(buf.getvalue()))
+    small = (eight.pixel_array >> 2).astype(np.uint8)
+    eight.BitsAllocated, eight.BitsStored, eight.HighBit = 8, 8, 7
+    eight.PixelData = small.tobytes()
+    for k in ("WindowCenter", "WindowWidth"):
+        del eight[k]
+    return out + edits + [("flat", flat), ("8-bit", eight)]
+
+
+def _save(ds) -> bytes:
+    b = io.BytesIO()
+    ds.save_as(b)
+    return b.getvalue()
+
+
+def test_fast_decode_equals_the_previous_release_within_float32_rounding():
+    """Issue #22: the native read and the folded affine map give the previous decode's pixels (max error a
+    few float32 ulps, far below the model input's float16 precision), and the same model input."""
+    from kneeage.imaging import _linear_scaled, _native_pixels
+    from kneeage.preprocess import to_input
+
+    fast_paths = 0
+    for name, ds in _variants():
+        if ds.get("SamplesPerPixel", 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            continue
+        data = _save(ds) if not isinstance(ds, bytes) else ds
+        new = load_radiograph(data, name=name).pixels
+        old = _previous_release_pixels(pydicom.dcmread(io.BytesIO(data)))
+        assert new.dtype == np.float32 and new.shape == old.shape, name
+        assert np.abs(new - old).max() <= 1e-6, name
+        if min(new.shape) >= 64:
+            assert np.abs(to_input(new, 32, "auto") - to_input(old, 32, "auto")).max() <= 1e-5, name
+        native = _native_pixels(ds, ds.Rows, ds.Columns)
+        if native is not None:
+            assert np.array_equal(native, ds.pixel_array), name  # exactly what pydicom reads
+        fast_paths += _linear_scaled(ds.pixel_array, ds, False) is not None
+    assert fast_paths >= 10
+
+
+def test_native_read_leaves_odd_data_to_pydicom():
+    """Set bits above BitsStored (pydicom masks them) and short pixel data go through pydicom."""
+    from kneeage.imaging import _native_pixels
+
+    ds = pydicom.dcmread(io.BytesIO(_dicom(_ramp())))
+    assert _native_pixels(ds, ds.Rows, ds.Columns) is not None
+    arr = ds.pixel_array.copy()
+    arr[0, 0] |= 0xF000
+    ds.PixelData = arr.tobytes()
+    assert ds.BitsStored < 16 and _native_pixels(ds, ds.Rows, ds.Columns) is None
+    assert load_radiograph(_save(ds)).pixels[0, 0] == load_radiograph(_dicom(_ramp())).pixels[0, 0]
+    ds.PixelData = arr.tobytes()[:-100]
+    assert _native_pixels(ds, ds.Rows, ds.Columns) is None

@@ -8,11 +8,13 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from kneeage import access, readerstudy as rs, report, stats
 from kneeage.access import AccessError
 from kneeage.errors import InputError
 from kneeage.store import Store
+from kneeage.store import readers as readers_table
 from tests.conftest import ROOT
 
 PROTOCOL = {"name": "test study", "seed": 5, "cases": {"sampling": "stratified", "n": 6},
@@ -21,17 +23,26 @@ PROTOCOL = {"name": "test study", "seed": 5, "cases": {"sampling": "stratified",
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(tmp_path_factory, new_db):
+    """The study folder, and the default database on the backend under test (SQLite there, or PostgreSQL)."""
     import os
 
     d = tmp_path_factory.mktemp("home")
-    old = os.environ.get("KNEEAGE_HOME")
+    old = {k: os.environ.get(k) for k in ("KNEEAGE_HOME", "KNEEAGE_DATABASE_URL")}
     os.environ["KNEEAGE_HOME"] = str(d)
+    os.environ["KNEEAGE_DATABASE_URL"] = new_db()
     yield d
-    if old is None:
-        os.environ.pop("KNEEAGE_HOME")
-    else:
-        os.environ["KNEEAGE_HOME"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k)
+        else:
+            os.environ[k] = v
+
+
+def _expire(store, reader_id):
+    with store.engine.begin() as c:
+        c.execute(sa.update(readers_table).where(readers_table.c.id == reader_id)
+                  .values(expires=(datetime.now(timezone.utc) - timedelta(days=1)).isoformat()))
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +85,13 @@ def test_codes_are_hashed_and_bad_expired_withdrawn_codes_refused(study):
     store, sid = study
     code = rs.invite(store, sid, "Dr Code")
     rid = code.split("-")[0]
-    assert code not in json.dumps(store.db.execute("select * from readers").fetchall())
+    assert code not in json.dumps(store.rows("readers"))
     assert "code_hash" not in store.readers(sid).columns
     assert rs.authenticate(store, code)["id"] == rid
     for bad in ("", "nonsense", f"{rid}-wrong", code + "x", "ZZZZZZ-" + code.split("-", 1)[1]):
         with pytest.raises(AccessError, match="not valid"):
             rs.authenticate(store, bad)
-    store.db.table("readers").update(rid, {"expires": (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()})
+    _expire(store, rid)
     with pytest.raises(AccessError, match="expired"):
         rs.authenticate(store, code)
     store.revoke(rid)
@@ -146,8 +157,8 @@ def test_blinding_isolation_and_locked_answers(study):
     assert store.reads(reader_id=b["id"]).reason.tolist() == ["motion blur"]
 
 
-def test_analysis_equals_stats_on_exported_reads(home):
-    store = Store(home / "analysis.db")
+def test_analysis_equals_stats_on_exported_reads(home, new_db):
+    store = Store(new_db())
     sid = rs.setup_study(store, rs.Protocol.from_dict(PROTOCOL))
     rng = np.random.default_rng(1)
     for i in range(3):
@@ -175,8 +186,8 @@ def test_analysis_equals_stats_on_exported_reads(home):
     assert b"analysis" in files["analysis.html"] or b"Reader study" in files["analysis.html"]
 
 
-def test_fifty_readers_answering_at_once_lose_and_duplicate_nothing(home):
-    path = home / "concurrent.db"
+def test_fifty_readers_answering_at_once_lose_and_duplicate_nothing(home, new_db):
+    path = new_db()
     store = Store(path)
     p = rs.Protocol.from_dict(PROTOCOL | {"arms": {"unassisted": True, "assisted": False, "repeats": 0}})
     sid = rs.setup_study(store, p)
@@ -198,13 +209,13 @@ def test_fifty_readers_answering_at_once_lose_and_duplicate_nothing(home):
     for t in threads:
         t.join(120)
     assert errors == []
-    rows = store.db.execute("select reader_id, position, count(*) from reads group by reader_id, position").fetchall()
-    assert len(rows) == 50 * 6 and all(n == 1 for *_, n in rows)
-    assert store.db.execute("select count(*) from audit where action = 'read'").fetchone()[0] == 300
+    reads = store.reads(study_id=sid)
+    assert len(reads) == 50 * 6 and not reads.duplicated(["reader_id", "position"]).any()
+    assert [a["action"] for a in store.rows("audit")].count("read") == 300
 
 
-def test_pi_password(home):
-    store = Store(home / "pi.db")
+def test_pi_password(home, new_db):
+    store = Store(new_db())
     assert not access.pi_configured()
     with pytest.raises(AccessError, match="at least 10 characters"):
         access.set_pi_password("short")
@@ -219,12 +230,13 @@ def test_pi_password(home):
     access.check_pi_password(store, "another password")
 
 
-def test_headless_administration(tmp_path, monkeypatch):
+def test_headless_administration(tmp_path, monkeypatch, new_db):
     from click.testing import CliRunner
 
     from kneeage.cli import main
 
     monkeypatch.setenv("KNEEAGE_HOME", str(tmp_path))
+    monkeypatch.setenv("KNEEAGE_DATABASE_URL", new_db())
     proto = tmp_path / "p.toml"
     proto.write_text('name = "cli study"\nseed = 4\n[cases]\nsampling = "random"\nn = 3\n'
                      '[arms]\nassisted = false\n[synthetic]\nn = 6\nseed = 2\nsize = 128\n')
@@ -261,8 +273,8 @@ def test_headless_administration(tmp_path, monkeypatch):
     access.check_pi_password(store, "a server-side password")
 
 
-def test_washout_and_allowed_changes(home):
-    store = Store(home / "washout.db")
+def test_washout_and_allowed_changes(home, new_db):
+    store = Store(new_db())
     p = rs.Protocol.from_dict(PROTOCOL | {"arms": {"unassisted": True, "assisted": True, "repeats": 0},
                                           "design": {"order": "unassisted_first", "washout_days": 7},
                                           "display": {"allow_changes": True}})
@@ -311,10 +323,10 @@ def test_revoked_or_reissued_code_stops_an_open_session(study):
         rs.next_task(store, reader)  # a session opened with the old code
     again = rs.authenticate(store, new)
     assert rs.next_task(store, again).position == task.position  # same worklist
-    store.db.table("readers").update(again["id"], {"expires": (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()})
+    _expire(store, again["id"])
     with pytest.raises(AccessError, match="expired"):
         rs.submit(store, again, task, 100.0, 5.0)
     with pytest.raises(InputError, match="not in study"):
         rs.revoke(store, sid, "ZZZZZZ")
-    actions = [r[0] for r in store.db.execute("select action from audit where detail = ?", [reader["id"]])]
+    actions = [a["action"] for a in store.rows("audit") if a["detail"] == reader["id"]]
     assert "revoke reader" in actions and "reissue code" in actions

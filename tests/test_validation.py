@@ -199,8 +199,8 @@ def test_zip_source_refuses_traversal_links_bombs_and_nested(cohort):
         ZipSource(b"not a zip", "x.zip")
 
 
-def test_run_results_and_exports_agree_with_stats(cohort, predictor, tmp_path):
-    store = Store(tmp_path / "v.db")
+def test_run_results_and_exports_agree_with_stats(cohort, predictor, tmp_path, new_db):
+    store = Store(new_db())
     check = check_cohort(read_manifest(cohort / "manifest.csv"), FolderSource(cohort))
     cid = validation.ingest(store, check, "c", "Site A", FolderSource(cohort))
     assert validation.ingest(store, check, "c", "Site A", FolderSource(cohort)) == cid  # idempotent
@@ -217,9 +217,11 @@ def test_run_results_and_exports_agree_with_stats(cohort, predictor, tmp_path):
                                     plots.validation_figures(cases, summary))
     exported = pd.read_csv(paths["cases"])
     s = json.loads(paths["summary"].read_text())
+    assert s["withheld"] == {"not_a_knee": 1}  # a refused image leaves the agreement statistics
+    exported = exported[exported.case_id != "SYN011-00002"]
     es = stats.error_summary(exported.predicted_bone_age_months, exported.reference_bone_age_months, n_boot=300)
     ba = stats.bland_altman(exported.predicted_bone_age_months, exported.reference_bone_age_months)
-    assert s["n"] == es.n == 24 and s["mae"] == pytest.approx(es.mae) and s["rmse"] == pytest.approx(es.rmse)
+    assert s["n"] == es.n == 23 and s["mae"] == pytest.approx(es.mae) and s["rmse"] == pytest.approx(es.rmse)
     assert s["mae_ci"] == pytest.approx(list(es.mae_ci)) and s["bias"] == pytest.approx(ba.bias)
     assert (s["loa_lower"], s["loa_upper"]) == pytest.approx((ba.loa_lower, ba.loa_upper))
     chron = stats.compare_errors(exported.predicted_bone_age_months, exported.chronological_age_months,
@@ -253,8 +255,9 @@ def test_a_statistic_that_cannot_be_computed_is_reported_and_the_rest_goes_on(tm
     assert "Not computed: Passing-Bablok regression" in paths["report"].read_text()
 
 
-def test_crash_mid_run_then_resume_loses_and_doubles_nothing(cohort, tmp_path):
-    db, out = tmp_path / "crash.db", tmp_path / "out"
+def test_crash_mid_run_then_resume_loses_and_doubles_nothing(cohort, tmp_path, new_db):
+    db, out = new_db(), tmp_path / "out"
+    probe = Store(db)
     cmd = [sys.executable, "-m", "kneeage", "validate", "--manifest", str(cohort / "manifest.csv"), "--images",
            str(cohort), "--out", str(out), "--db", str(db), "--batch", "2", "--workers", "1"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -262,16 +265,11 @@ def test_crash_mid_run_then_resume_loses_and_doubles_nothing(cohort, tmp_path):
     deadline = time.time() + 120
     killed_at = 0
     while time.time() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                import sqlite3
-                n = sqlite3.connect(db).execute("select count(*) from results").fetchone()[0]
-            except sqlite3.OperationalError:
-                n = 0
-            if n >= 2:  # the first batch is stored: kill at once, well before the last
-                proc.send_signal(signal.SIGKILL)
-                killed_at = n
-                break
+        n = probe.table_counts()["results"]
+        if n >= 2:  # the first batch is stored: kill at once, well before the last
+            proc.send_signal(signal.SIGKILL)
+            killed_at = n
+            break
         time.sleep(0.05)
     proc.wait(30)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
@@ -281,14 +279,14 @@ def test_crash_mid_run_then_resume_loses_and_doubles_nothing(cohort, tmp_path):
     assert killed_at <= partial < 24
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = store.db.execute("select case_id, count(*) from results group by case_id").fetchall()
-    assert len(rows) == 24 and all(n == 1 for _, n in rows)
+    rows = pd.DataFrame(store.rows("results"))
+    assert len(rows) == 24 and rows.case_id.nunique() == 24
     assert len(store.runs()) == 1 and len(store.cohorts()) == 1
     assert json.loads(done.stdout.strip().splitlines()[-1])["n"] == 24
 
 
-def test_pooling_sites(cohort, predictor, tmp_path):
-    store = Store(tmp_path / "p.db")
+def test_pooling_sites(cohort, predictor, new_db):
+    store = Store(new_db())
     check = check_cohort(read_manifest(cohort / "manifest.csv"), FolderSource(cohort))
     cid = validation.ingest(store, check, "c", "A", FolderSource(cohort))
     cases = validation.case_table(store, validation.run_model(store, cid, predictor, FolderSource(cohort)))
@@ -308,8 +306,8 @@ def test_pooling_sites(cohort, predictor, tmp_path):
     assert "I²" in fig.layout.title.text and len(fig.data) == 2
 
 
-def test_two_model_versions_on_one_cohort_are_compared(cohort, predictor, tmp_path):
-    store = Store(tmp_path / "two.db")
+def test_two_model_versions_on_one_cohort_are_compared(cohort, predictor, new_db):
+    store = Store(new_db())
     check = check_cohort(read_manifest(cohort / "manifest.csv"), FolderSource(cohort))
     cid = validation.ingest(store, check, "c", "A", FolderSource(cohort))
     ra = validation.run_model(store, cid, predictor, FolderSource(cohort))

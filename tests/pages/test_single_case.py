@@ -68,6 +68,9 @@ def test_png_without_header_needs_sex_and_gives_no_sds():
     assert any("does not say the patient's sex" in w.value for w in at.warning)
     assert not at.metric
     at.radio[0].set_value("F").run()
+    assert any("estimated from the anatomy" in c.value for c in at.caption)  # no header: the scale is a guess, said so
+    at.number_input[1].set_value(ph.truth.pixel_spacing_mm).run()  # the spacing the site knows
+    assert any("(given)" in c.value for c in at.caption)
     assert _metrics(at)["Bone-age SDS"] == "—"
     assert at.number_input[0].value is None
 
@@ -81,6 +84,11 @@ def test_a_hand_film_is_flagged_before_the_number():
     at.file_uploader(key="file").upload("hand.dcm", buf.getvalue(), "application/dicom").run()
     assert not at.exception
     assert any("does not look like a knee" in w.value for w in at.warning)
+    assert any(e.value.startswith("No bone age") for e in at.error) and not at.metric  # withheld: no number
+    assert not at.get("download_button")
+    at.checkbox[0].check().run()  # the user deliberately asks for it
+    assert not at.exception and _metrics(at)["Bone age"].endswith(" mo")
+    assert any("OVERRIDDEN" in w.value for w in at.warning)
     # flags come before the result metrics on the page
     order = [type(el).__name__ for el in at.main if type(el).__name__ in ("Warning", "Metric")]
     assert order.index("Warning") < order.index("Metric")
@@ -91,8 +99,9 @@ def test_crop_box_and_saliency_controls():
     at.button(key="demo").click().run()
     box = at.text_input[0]
     default = box.value
-    assert len(default.split(",")) == 4
+    assert default == "" and any(c.value.startswith("Box: localiser") for c in at.caption)  # the model finds the knee
     box.set_value("0,0,200,200").run()
+    assert any(c.value.startswith("Box: user box") for c in at.caption)
     assert not at.exception and at.text_input[0].value == "0,0,200,200"
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert [(r["x0"], r["y0"], r["x1"], r["y1"]) for r in spec["layout"]["shapes"]] == [(0, 0, 200, 200)]

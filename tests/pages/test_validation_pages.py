@@ -55,7 +55,7 @@ def test_validation_flow_and_bundles_pool(cohort_zip, tmp_path, monkeypatch):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Cases"] == "12 / 12" and float(metrics["MAE (months)"]) > 0
     assert any("Synthetic demo model" in e.value for e in at.error)
-    assert len(at.get("plotly_chart")) >= 4 and len(at.get("image")) == 4  # figures and the saliency gallery
+    assert len(at.get("plotly_chart")) >= 4 and len(at.get("image")) == 8  # figures; the gallery: framing and saliency
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == [f"Download {n}" for n in ("cases.csv", "summary.json", "report.html", "site_bundle.zip")]
     assert (tmp_path / "kneeage.db").exists() and not list(tmp_path.rglob("*.zip"))  # the upload is not stored
