@@ -65,10 +65,12 @@ if rad.pixel_spacing_mm is None:
                               help="This file has no header giving its pixel size. Without it the model estimates the "
                                    "scale from the anatomy, which is less accurate.")
 override = st.session_state.get(f"override_{key}", False)
+BOX_LABEL = "Knee box x0,y0,x1,y1 (pixels): empty lets the model find the knee; drag a box on the image or type one"
 try:
     result, model_input = case.analyse(predictor(), rad, sex, age, st.session_state[f"box_{key}"], spacing, override)
 except KneeageError as e:
     st.error(str(e))
+    st.text_input(BOX_LABEL, key=f"box_{key}")  # so a wrong box can be corrected
     st.stop()
 
 st.subheader("Knee region")
@@ -81,8 +83,7 @@ with k1:
         st.session_state.last_pick = picked
         st.session_state[f"box_{key}"] = ",".join(map(str, picked))
         st.rerun()
-    st.text_input("Knee box x0,y0,x1,y1 (pixels): empty lets the model find the knee; drag a box on the image or type one",
-                  key=f"box_{key}")
+    st.text_input(BOX_LABEL, key=f"box_{key}")
     if result.framing is not None:
         f = result.framing
         sp = f"; pixel spacing {f.spacing_mm[0]:.3f} mm ({f.spacing_source})" if f.spacing_mm else ""

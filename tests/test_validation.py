@@ -313,10 +313,11 @@ def test_two_model_versions_on_one_cohort_are_compared(cohort, predictor, new_db
     ra = validation.run_model(store, cid, predictor, FolderSource(cohort))
     rb = store.run_for(cid, "shifted", "beef", "x", True)
     a = validation.case_table(store, ra)
-    store.save_results(rb, [{"case_id": r.case_id, "status": "done", "predicted_bone_age_months": r.predicted_bone_age_months + 12}
+    shift = 12 if (a.predicted_bone_age_months - a.reference_bone_age_months).mean() >= 0 else -12  # B: A's bias, worse
+    store.save_results(rb, [{"case_id": r.case_id, "status": "done", "predicted_bone_age_months": r.predicted_bone_age_months + shift}
                             for r in a.itertuples()])
     c = validation.compare_runs(store, ra, rb, n_boot=300)
-    expected = stats.compare_errors(a.predicted_bone_age_months, a.predicted_bone_age_months + 12,
+    expected = stats.compare_errors(a.predicted_bone_age_months, a.predicted_bone_age_months + shift,
                                     a.reference_bone_age_months, n_boot=300)
     assert c["n"] == 24 and c["mae_difference"] == pytest.approx(expected.mae_difference) and c["mae_difference"] < 0
     assert "shifted (beef)" == c["model_b"]
