@@ -13,7 +13,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -262,7 +262,7 @@ def train(manifest: str | Path, out: str | Path, cfg: ModelConfig | None = None,
         data = load_training_set(manifest, st.label_column, cfg.input_size, st.image_column, st.crop,
                                  framer=Framer(cfg.input_size, cfg.spacing_mm, localiser))
     if device.type == "cuda":  # keep the (uint8) images on the GPU: no loader in the loop
-        data = TrainingSet(data.images.to(device), data.sex, data.chron, data.labels, data.groups, data.case_ids)
+        data = replace(data, images=data.images.to(device))
     y = data.labels.numpy()
     cfg.label_mean, cfg.label_std = float(y.mean()), float(max(y.std(), 1.0))
     folds = assign_folds(data.groups, st.folds, st.seed)
