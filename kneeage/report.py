@@ -95,6 +95,27 @@ def case_html(result: CaseResult, model_input: np.ndarray, overlay_rgb: np.ndarr
             f"</body></html>")
 
 
+def withheld_text(summary: dict) -> str:
+    """The cases the model withheld, by reason, and how its censored ones fared ("" when none)."""
+    withheld = summary.get("withheld") or {}
+    text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in withheld.items())
+    cens = summary.get("censored")
+    if cens:
+        text += (f"; of the {cens['n']} censored as skeletally mature, the reference read is at or above the model's "
+                 f"bound in {cens['reference_at_or_above_bound']:.0%} and within 12 months below it in "
+                 f"{cens['reference_within_12_months_below']:.0%}")
+    return text
+
+
+def coverage_text(summary: dict) -> str:
+    """How often the model's interval holds the site's reference reads, overall and by band ("" without intervals)."""
+    cov = summary.get("interval_coverage")
+    if not cov:
+        return ""
+    return (f"the model's intervals hold {cov['overall']:.0%} of {cov['n']} reference reads ("
+            + ", ".join(f"{b['band']}: {b['coverage']:.0%}, n={b['n']}" for b in cov["by_band"]) + "; by band of the estimate)")
+
+
 def safe_csv(df: pd.DataFrame) -> str:
     """CSV text with formula-looking text cells neutralised."""
     def cell(v):
@@ -143,12 +164,7 @@ def validation_html(summary: dict, meta: dict, figures: dict) -> str:
 
     rows = [("Cases (with prediction and reference)", f"{summary.get('n', 0)} of {summary.get('n_cases', 0)}"),
             ("Failed to read", summary.get("n_failed", 0)),
-            ("Withheld by the model (no number; left out of the statistics)",
-             ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (summary.get("withheld") or {}).items()) or "none")]
-    cens = summary.get("censored")
-    if cens:
-        rows.append(("Censored as skeletally mature", f"{cens['n']}; reference read at or above the model's bound in "
-                     f"{cens['reference_at_or_above_bound']:.0%}, within 12 months below it in {cens['reference_within_12_months_below']:.0%}"))
+            ("Withheld by the model (no number; left out of the statistics)", withheld_text(summary) or "none")]
     rows += [
             ("MAE (months, BCa 95% CI)", num("mae") + ci("mae_ci")), ("RMSE", num("rmse")),
             ("Bias, model − reference (t 95% CI)", num("bias") + ci("bias_ci")), ("SD of differences", num("sd")),
@@ -160,10 +176,8 @@ def validation_html(summary: dict, meta: dict, figures: dict) -> str:
         rows.append((f"MAE model − {k} (paired bootstrap CI)",
                      f"{c['mae_difference']:.2f} ({c['mae_difference_ci'][0]:.2f} to {c['mae_difference_ci'][1]:.2f}); "
                      f"MAE of {k} {c['mae_other']:.2f}; Wilcoxon p {c['wilcoxon_p']:.3g}"))
-    cov = summary.get("interval_coverage")
-    if cov:
-        rows.append(("Interval coverage of the reference reads (overall; by band of the estimate)",
-                     f"{cov['overall']:.0%} of {cov['n']}; " + ", ".join(f"{b['band']} {b['coverage']:.0%} (n={b['n']})" for b in cov["by_band"])))
+    if coverage_text(summary):
+        rows.append(("Interval coverage", coverage_text(summary)))
     rows += clinical_rows(summary.get("clinical"))
     rows += [(f"Not computed: {k}", v) for k, v in (summary.get("not_computed") or {}).items()]
     rc = summary.get("recalibration")

@@ -142,22 +142,15 @@ for name, reason in summary.get("not_computed", {}).items():
 for flag, n in summary["flags"].items():
     st.warning(f"{n} case(s): {FLAG_TEXT[flag]}", icon=":material/flag:")
 m = st.columns(4)
-withheld = summary.get("withheld") or {}
-m[0].metric("Cases", f"{summary['n']} / {summary['n_cases']}",
-            help=f"{summary['n_failed']} could not be read; {sum(withheld.values())} withheld by the model")
-if withheld:
-    st.info("Withheld by the model (no number, left out of the agreement statistics): "
-            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in withheld.items())
-            + (". Censored knees: reference at or above the model's bound in {:.0%}.".format(summary["censored"]["reference_at_or_above_bound"])
-               if summary.get("censored") else "."), icon=":material/block:")
+m[0].metric("Cases", f"{summary['n']} / {summary['n_cases']}", help=f"{summary['n_failed']} could not be read")
+if report.withheld_text(summary):
+    st.info(f"Withheld by the model (no number, left out of the statistics): {report.withheld_text(summary)}.", icon=":material/block:")
 if "mae" in summary and "loa_lower" in summary:
     m[1].metric("MAE (months)", f"{summary['mae']:.2f}", help="BCa bootstrap 95% CI {:.2f}–{:.2f}".format(*summary["mae_ci"]))
     m[2].metric("Bias (months)", f"{summary['bias']:+.2f}", help="model − reference; t 95% CI {:.2f}–{:.2f}".format(*summary["bias_ci"]))
     m[3].metric("95% limits of agreement", f"{summary['loa_lower']:.1f} to {summary['loa_upper']:.1f}")
-cov = summary.get("interval_coverage")
-if cov:
-    st.caption(f"The model's {cov['n']} intervals hold {cov['overall']:.0%} of your reference reads ("
-               + ", ".join(f"{b['band']}: {b['coverage']:.0%}" for b in cov["by_band"]) + "; by band of the estimate).")
+if report.coverage_text(summary):
+    st.caption(f"Interval coverage: {report.coverage_text(summary)}.")
 for tab, (key, fig) in zip(st.tabs([k.replace("_", " ").capitalize() for k in figs]), figs.items()):
     tab.plotly_chart(fig, key=f"fig_{key}")
 if summary["comparisons"]:
