@@ -23,15 +23,19 @@ So one stranger can lock out only their own session, never a reader or the PI.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import secrets
 import sys
 import time
+from typing import Callable
 
+from .config import home
 from .errors import KneeageError
-from .store import Store, home, now, write_private
+from .files import atomic_write
+from .store import Store, now
 
 MIN_LENGTH = 10
 CLIENT_MAX, WINDOW_S, DAY_S = 10, 300, 86_400
@@ -46,6 +50,11 @@ def scrypt_hash(secret: str, salt: str, cost: int = 2**14) -> str:
     """The one secret hash of kneeage (PI password: cost 2**14; reader codes, which carry 72 random bits
     and are checked on sign-in only: 2**12)."""
     return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), n=cost, r=8, p=1).hex()
+
+
+def matches(secret: str, salt: str, stored_hash: str, cost: int = 2**14) -> bool:
+    """Whether ``secret`` hashes to ``stored_hash`` (compared in constant time)."""
+    return hmac.compare_digest(scrypt_hash(secret, salt, cost), stored_hash)
 
 
 # ------------------------------------------------------------------------------------ lock-out
@@ -69,6 +78,16 @@ def check_not_locked(store: Store, target: str, clients: tuple[str, ...], clock=
 
 def record_failure(store: Store, target: str, clients: tuple[str, ...], clock=time.time) -> None:
     store.add_login_failures(clock(), (target, *clients))
+
+
+def attempt(store: Store, target: str, clients: tuple[str, ...], right: Callable[[], bool], refusal: str,
+            clock=time.time) -> None:
+    """One sign-in under the lock-out: refused while the client is locked out or the target cools down;
+    a wrong one (``right()`` is False) is recorded against both and refused with ``refusal``."""
+    check_not_locked(store, target, clients, clock)
+    if not right():
+        record_failure(store, target, clients, clock)
+        raise AccessError(refusal)
 
 
 def _minutes(seconds: float) -> str:
@@ -96,7 +115,7 @@ def setup_token_hint() -> str:
     f = _token_file()
     if not f.exists():
         token = secrets.token_urlsafe(12)
-        write_private(f, token)
+        atomic_write(f, token, private=True)
         print(f"kneeage: one-time PI setup token: {token} (also in {f})", file=sys.stderr, flush=True)
     return (f"Set it on the server with `python -m kneeage pi-password`, or enter the one-time setup token that "
             f"this server printed in its log (also in {f}, readable only by the account that runs kneeage).")
@@ -124,20 +143,63 @@ def set_pi_password(new: str, current: str | None = None, setup_token: str | Non
     if len(new or "") < MIN_LENGTH:
         raise AccessError(f"Choose a PI password of at least {MIN_LENGTH} characters.")
     salt = secrets.token_hex(16)
-    write_private(_file(), json.dumps({"pi_hash": scrypt_hash(new, salt), "salt": salt, "changed": now()}))
+    atomic_write(_file(), json.dumps({"pi_hash": scrypt_hash(new, salt), "salt": salt, "changed": now()}), private=True)
     _token_file().unlink(missing_ok=True)  # spent
 
 
 def _matches(password: str) -> bool:
     d = json.loads(_file().read_text())
-    return hmac.compare_digest(scrypt_hash(password or "", d["salt"]), d["pi_hash"])
+    return matches(password or "", d["salt"], d["pi_hash"])
 
 
 def check_pi_password(store: Store, password: str, clients: tuple[str, ...] = (), clock=time.time) -> None:
     """Raise AccessError unless the password is right (and neither this client nor the PI is locked out)."""
     if not pi_configured():
         raise AccessError("No PI password is set yet; set one first.")
-    check_not_locked(store, "pi", clients, clock)
-    if not _matches(password):
-        record_failure(store, "pi", clients, clock)
-        raise AccessError("Wrong PI password.")
+    attempt(store, "pi", clients, lambda: _matches(password), "Wrong PI password.", clock)
+
+
+# ------------------------------------------------------------------------------ signed sessions
+
+SESSION_HOURS = 12  # a reading session: a signed token keeps the reader signed in across reloads this long
+
+
+def _session_key() -> bytes:
+    """The server's key for signing session tokens ($KNEEAGE_HOME/session_key, 0600, made on first use).
+    Every app server sharing the study folder shares it; deleting it signs every reader out."""
+    f = home() / "session_key"
+    if not f.exists():
+        atomic_write(f, secrets.token_hex(32), private=True)
+    return bytes.fromhex(f.read_text().strip())
+
+
+def sign(payload: dict, hours: float = SESSION_HOURS, clock=time.time) -> str:
+    """A signed, expiring token for ``payload`` (JSON-able): base64url(JSON) "." HMAC-SHA256. Not secret (it
+    can be read), but it cannot be made or altered without the server's key."""
+    body = base64.urlsafe_b64encode(json.dumps(payload | {"exp": int(clock() + hours * 3600)},
+                                               separators=(",", ":")).encode()).decode().rstrip("=")
+    mac = hmac.new(_session_key(), body.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{body}.{mac}"
+
+
+def verify(token: str | None, clock=time.time) -> dict | None:
+    """The payload of a token this server signed and that has not expired, else None."""
+    if not token or token.count(".") != 1 or len(token) > 2000:
+        return None
+    body, mac = token.split(".")
+    good = hmac.new(_session_key(), body.encode(), hashlib.sha256).hexdigest()[:32]
+    if not hmac.compare_digest(mac, good):
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("exp"), int) or payload["exp"] < clock():
+        return None
+    return payload
+
+
+def fingerprint(secret_hash: str) -> str:
+    """A keyed fingerprint of a stored code hash: a session token names the code it was opened with by this,
+    so a re-issued code ends the session, without the token carrying any part of the hash."""
+    return hmac.new(_session_key(), secret_hash.encode(), hashlib.sha256).hexdigest()[:16]

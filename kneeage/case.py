@@ -7,7 +7,7 @@ The single-case page and ``python -m kneeage predict`` both stop here; :mod:`kne
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -59,6 +59,7 @@ class CaseResult:
             "interval_months": ([round(v, 2) for v in p.interval_months]
                                 if all(math.isfinite(v) for v in p.interval_months) else None),
             "interval_level": p.interval_level,
+            "interval_widened_for_fold_disagreement": p.interval_widened,
             "fold_values_months": [round(v, 2) for v in p.fold_values_months],
             "flags": list(p.flags),
             "flag_messages": p.flag_messages,
@@ -75,6 +76,19 @@ class CaseResult:
             for k in ("bone_age_months", "bone_age_years_months", "interval_months", "fold_values_months"):
                 out[k] = None
         return out
+
+
+def interval_note(prediction: Prediction) -> str:
+    """One sentence on where the interval comes from, and whether fold disagreement widened it."""
+    p = prediction
+    if not all(math.isfinite(v) for v in p.interval_months):
+        return "The model's card gives no interval rule, so there is no interval."
+    text = (f"The {p.interval_level:.0%} interval is calibrated on the model's out-of-fold predictions against reference "
+            "reads, by band of estimated age.")
+    if p.interval_widened:
+        text += (" It is widened to hold every fold's estimate, because the folds disagree more than the calibrated "
+                 "width allows.")
+    return text
 
 
 def header_age(radiograph: Radiograph) -> tuple[float | None, str | None]:
@@ -119,6 +133,8 @@ def analyse(predictor: Predictor, radiograph: Radiograph, sex: str, chronologica
     framing = predictor.frame(radiograph.pixels, check_box(box, radiograph), radiograph.pixel_spacing_mm or spacing_mm)
     x = predictor.prepare(radiograph.pixels, framing=framing)
     pred = predictor.predict_many([x], [sex], [chron], [radiograph.body_part])[0]
+    if framing.box_misses_region:
+        pred = replace(pred, flags=("box_misses_knee",) + pred.flags)
     sds = None
     overridden = bool(override and pred.refusal)
     if chron is not None and (pred.refusal is None or overridden):

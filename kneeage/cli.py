@@ -1,14 +1,15 @@
-"""Command line: ``python -m kneeage …``. Everything the app does can be run headless."""
+"""Command line: ``python -m kneeage …`` (or ``kneeage …``). Everything the app does can be run headless.
+
+Each command imports what it needs inside its function: that keeps ``--help`` and the light commands from
+loading torch, timm and the decoders (seconds) before they start.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @click.group()
@@ -63,7 +64,7 @@ def synth(n, seed, out, size, hands, fmt, workers):
 @click.option("--label", "label_column", default="reference_bone_age_months", show_default=True, help="Label column.")
 @click.option("--image-column", default="image", show_default=True, help="Image column (hand_image for a hand model).")
 @click.option("--body-part", type=click.Choice(["knee", "hand"]), default="knee", show_default=True)
-@click.option("--arch", default="kneeage_convnext_zepto", show_default=True, help="timm convnext_* name or kneeage variant.")
+@click.option("--arch", default="kneeage_convnext_zepto", show_default=True, help="timm convnext_* or resnet* name, or a kneeage variant.")
 @click.option("--input-size", type=click.IntRange(32, 1024), default=256, show_default=True)
 @click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
@@ -80,11 +81,14 @@ def synth(n, seed, out, size, hands, fmt, workers):
 @click.option("--spacing", "spacing_mm", type=click.FloatRange(0.05, 5), default=None,
               help="Frame in millimetres: the input is INPUT_SIZE px at this many mm per pixel around the region (needs --localiser).")
 @click.option("--localiser", type=click.Path(exists=True, file_okay=False), help="Trained localiser directory (python -m kneeage localiser).")
+@click.option("--augment", type=click.Choice(["auto", "light", "strong"]), default="auto", show_default=True,
+              help="Training augmentation: strong (invariance to scale, exposure, gamma, noise, blur) or light; auto = strong when framed in millimetres.")
 @click.option("--name", default="kneeage model", show_default=True)
 @click.option("--training-data", default="", help="Free-text description of the training data for the model card.")
 @click.option("--synthetic-demo", is_flag=True, help="Mark the model as trained on synthetic phantoms (shown with its numbers).")
 def train(manifest, out, label_column, image_column, body_part, arch, input_size, folds, epochs, patience, min_epochs,
-          batch_size, lr, seed, crop, no_sex, chron_age, init_from, spacing_mm, localiser, name, training_data, synthetic_demo):
+          batch_size, lr, seed, crop, no_sex, chron_age, init_from, spacing_mm, localiser, augment, name, training_data,
+          synthetic_demo):
     """Train a k-fold ensemble (resumable; runs under torchrun with DDP)."""
     from .model import ModelConfig
     from .train import TrainSettings
@@ -94,7 +98,7 @@ def train(manifest, out, label_column, image_column, body_part, arch, input_size
                       spacing_mm=spacing_mm)
     st = TrainSettings(label_column=label_column, image_column=image_column, folds=folds, epochs=epochs,
                        patience=patience, min_epochs=min_epochs, batch_size=batch_size, lr=lr, seed=seed, crop=crop, init_from=init_from,
-                       localiser=localiser,
+                       localiser=localiser, augment=augment,
                        training_data=training_data, synthetic_demo=synthetic_demo)
     card = _guard(lambda: run_train(manifest, out, cfg, st, name=name, log=lambda m: click.echo(m, err=True)))
     if card is not None:
@@ -125,7 +129,7 @@ def localiser(manifest, truth, out, image_column, epochs):
 @click.option("--column", default="pseudo_bone_age_months", show_default=True)
 def pseudolabel(manifest, hand_model, out, column):
     """Label each case by running a hand bone-age model on its paired hand film."""
-    from .predict import pseudolabel as run
+    from .evaluate import pseudolabel as run
 
     df = _guard(lambda: run(manifest, hand_model, out, column))
     click.echo(f"wrote {df[column].notna().sum()} pseudo-labels to column {column!r} of {out or manifest}")
@@ -146,9 +150,9 @@ def predict(files, sex, chron, model_dir, crop, spacing, override, as_json):
     from .case import analyse
     from .errors import KneeageError
     from .imaging import load_radiograph
-    from .predict import DEFAULT_MODEL_DIR, Predictor, interval_text
+    from .predict import Predictor, interval_text
 
-    pred = _guard(lambda: Predictor(model_dir or DEFAULT_MODEL_DIR))
+    pred = _guard(lambda: Predictor(model_dir))
     failed = 0
     for f in files:
         try:
@@ -243,10 +247,10 @@ def validate(manifest, images, predictions, model_dirs, out, db, site, name, bat
 
     from tqdm import tqdm
 
-    from . import predictions as prediction_columns
     from . import validation
-    from .cohort import FolderSource, ZipSource, check_cohort, read_manifest
-    from .predict import DEFAULT_MODEL_DIR, Predictor
+    from .cohort import FolderSource, ZipSource
+    from .predict import Predictor
+    from .predictions import NoImages
 
     if predictions == bool(images):
         click.echo("error: give --images (to run models) or --predictions (predictions made elsewhere), one of them.", err=True)
@@ -255,36 +259,35 @@ def validate(manifest, images, predictions, model_dirs, out, db, site, name, bat
         click.echo("error: --model needs images; a --predictions cohort is validated on its prediction columns.", err=True)
         sys.exit(2)
     if predictions:
-        check = _guard(lambda: prediction_columns.check_predictions(Path(manifest).read_bytes(), Path(manifest).name))
+        source, preds = NoImages(Path(manifest).name), []
     else:
-        preds = [_guard(lambda d=d: Predictor(d)) for d in (model_dirs or [DEFAULT_MODEL_DIR])]
+        preds = [_guard(lambda d=d: Predictor(d)) for d in (model_dirs or [None])]
         source = _guard(lambda: ZipSource(images) if Path(images).is_file() else FolderSource(images))
-        df = _guard(lambda: read_manifest(manifest, Path(manifest).name))
-        with tqdm(total=len(df), desc="checking", unit="case", file=sys.stderr) as bar:
-            check = _guard(lambda: check_cohort(df, source, workers, progress=lambda k, n: bar.update(k - bar.n),
-                                                input_size=preds[0].input_size, opt_in_identifying=identifying))
-    s = check.summary
-    click.echo(f"dry run: {s['rows']} rows, {s['usable']} usable, {s['errors']} errors, {s['warnings']} warnings; "
-               f"sexes {s['sexes']}; ages {s['age_range_months']} months", err=True)
-    for a in check.assumptions:
-        click.echo(f"  assumed: {a}", err=True)
-    for p in check.problems.itertuples():
-        click.echo(f"  row {p.row} ({p.case_id}): {p.severity}: {p.problem}.", err=True)
-    if not s["usable"]:
-        click.echo("error: no usable cases.", err=True)
-        sys.exit(2)
+    bars: dict = {}
+
+    def progress(what, k, n):
+        bar = bars.get(what) or bars.setdefault(what, tqdm(total=n, desc=what, unit="case", file=sys.stderr))
+        bar.update(k - bar.n)
+
+    def show(check):
+        for bar in bars.values():
+            bar.close()
+        s = check.summary
+        click.echo(f"dry run: {s['rows']} rows, {s['usable']} usable, {s['errors']} errors, {s['warnings']} warnings; "
+                   f"sexes {s['sexes']}; ages {s['age_range_months']} months", err=True)
+        for a in check.assumptions:
+            click.echo(f"  assumed: {a}", err=True)
+        for p in check.problems.itertuples():
+            click.echo(f"  row {p.row} ({p.case_id}): {p.severity}: {p.problem}.", err=True)
+
     store = _store(db)
-    cohort_name = name or Path(manifest).stem
-    if predictions:
-        cohort_id, run_ids = _guard(lambda: prediction_columns.ingest(store, check, cohort_name, site, Path(manifest).name))
-    else:
-        cohort_id = validation.ingest(store, check, cohort_name, site, source, identifying)
-        run_ids = []
-        for pred in preds:
-            with tqdm(total=s["usable"], desc=f"predicting ({pred.card.name})", unit="case", file=sys.stderr) as bar:
-                run_ids.append(_guard(lambda: validation.run_model(store, cohort_id, pred, source, batch, workers, check.inputs,
-                                                                   progress=lambda k, n: bar.update(k - bar.n))))
-    _write_runs(store, run_ids, Path(out))
+    done = _guard(lambda: validation.validate_cohort(
+        store, Path(manifest).read_bytes(), source, preds, name=name or Path(manifest).stem, site=site,
+        manifest_name=Path(manifest).name, opt_in_identifying=identifying, batch=batch, workers=workers,
+        on_check=show, progress=progress))
+    for bar in bars.values():
+        bar.close()
+    _write_runs(store, list(done.run_ids), Path(out))
 
 
 def _write_runs(store, run_ids: list[str], out) -> None:
@@ -296,13 +299,14 @@ def _write_runs(store, run_ids: list[str], out) -> None:
     several = len(run_ids) > 1
     demo = False
     for k, rid in enumerate(run_ids, 1):
-        cases, summary, meta = _guard(lambda: validation.results_for(store, rid))
+        cases, result, meta = _guard(lambda: validation.results_for(store, rid))
+        summary = result.as_dict()
         demo |= meta["synthetic_demo"]
         note = plots.DEMO_NOTE if meta["synthetic_demo"] else None
         where = out / f"{k}-{re.sub(r'[^A-Za-z0-9]+', '-', meta['model_name']).strip('-')[:40]}" if several else out
         paths = report.write_validation(where, cases, summary, meta, plots.validation_figures(cases, summary, note))
         click.echo(json.dumps({"model": meta["model_name"], "source": meta["prediction_source"]}
-                              | {k2: summary.get(k2) for k2 in ("n", "mae", "rmse", "bias", "loa_lower", "loa_upper")}))
+                              | {k2: summary.get(k2) for k2 in ("n", "withheld", "mae", "rmse", "bias", "loa_lower", "loa_upper")}))
         click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
     if several:
         cmp = _guard(lambda: compare.compare_models(store, run_ids))
@@ -364,16 +368,20 @@ def export_model_cmd(model_dir, fmt, out):
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 def pool(bundles, out):
-    """Pool site bundles: per-site MAE and bias, heterogeneity, pooled estimates (pooled.json, forest.html)."""
+    """Pool site bundles: per-site MAE and bias, heterogeneity, pooled estimates (pooled.json, forest.html, and
+    report.html: the pooled results with both forest plots)."""
     from pathlib import Path
 
-    from . import plots, validation
+    from . import paper, plots, validation
 
     loaded = [_guard(lambda b=b: validation.read_bundle(b)) for b in bundles]
-    result = _guard(lambda: validation.pool(loaded))
+    result = _guard(lambda: validation.pool(loaded)).as_dict()
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "pooled.json").write_text(json.dumps(result, indent=2, default=float))
     plots.pooling_figure(result).write_html(Path(out) / "forest.html", include_plotlyjs=True)
+    figs = {f"{what}_by_site": plots.pooling_figure(result, what) for what in ("mae", "bias")}
+    demo = any(meta.get("synthetic_demo") for _, meta in loaded)
+    (Path(out) / "report.html").write_text(paper.pooled_html(result, figs, demo), encoding="utf-8")
     p = result["pooled"]
     click.echo(json.dumps({"n_sites": result["n_sites"], "n": p["n"], "mae": p["mae"], "bias": p["bias"]}))
 
@@ -400,13 +408,17 @@ def study():
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Model for the assisted arm.")
 @DB_OPTION
 def study_create(protocol, cohort_id, model_dir, db):
+    """Create a study (rendering the protocol's synthetic cohort if no cohort is given); prints what it made
+    and the next steps, then the study id on its own line."""
     from . import readerstudy
-    from .predict import DEFAULT_MODEL_DIR, Predictor
+    from .predict import Predictor
 
     p = _guard(lambda: readerstudy.Protocol.load(protocol))
-    pred = Predictor(model_dir or DEFAULT_MODEL_DIR) if p.assisted else None
-    sid = _guard(lambda: readerstudy.setup_study(_store(db), p, pred, cohort_id))
-    click.echo(sid)
+    pred = Predictor(model_dir) if p.assisted else None
+    store = _store(db)
+    sid = _guard(lambda: readerstudy.setup_study(store, p, pred, cohort_id))
+    click.echo(readerstudy.describe(store, sid), err=True)  # what was made and what to do next, for the PI
+    click.echo(sid)  # stdout: the id alone, for scripts (SID=$(python -m kneeage study create …))
 
 
 @study.command("invite")

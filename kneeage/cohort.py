@@ -21,7 +21,9 @@ unless the site opts in. Row numbers in messages are the CSV line numbers (the h
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import os
 import re
 import stat
 import zipfile
@@ -30,15 +32,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from .config import check_upload, limit
+from .conventions import MAX_AGE_MONTHS, SEXES, is_knee_part, parse_sex
 from .errors import InputError, KneeageError
-from .imaging import age_months, load_radiograph
+from .imaging import Radiograph, age_months, load_radiograph
 from .preprocess import parse_box, to_input
-from .reference import MAX_AGE_MONTHS
 
 IDENTIFYING = {"patient_name", "name", "patient_id", "mrn", "accession", "accession_number", "birth_date",
                "date_of_birth", "dob", "study_date", "exam_date", "patient_birth_date", "address", "phone"}
@@ -50,13 +53,49 @@ _ALIASES = {"case": "case_id", "id": "case_id", "image_file": "image", "file": "
 # ------------------------------------------------------------------------------ image sources
 
 
+@dataclass(frozen=True)
+class SourceRef:
+    """What a cohort's images are, as the study database keeps it (:meth:`text`) so a later process can open
+    them again (:func:`open_source`):
+
+    * ``folder``: a folder on this server (``path``);
+    * ``zip``: a zip file on this server (``path``), the manifest's folder inside it ``base``;
+    * ``upload``: a zip uploaded in the browser (``path`` is its file name): kept in memory only, never
+      stored, so only the same upload opens it again;
+    * ``predictions``: no images, predictions made elsewhere (``path`` is the manifest's name).
+    """
+
+    kind: str
+    path: str = ""
+    base: str = ""
+
+    KINDS = ("folder", "zip", "upload", "predictions")
+
+    def text(self) -> str:
+        """The stored form: "folder:PATH", "zip:PATH!BASE", "upload:NAME" or "predictions:NAME"."""
+        return f"{self.kind}:{self.path}" + (f"!{self.base}" if self.kind == "zip" else "")
+
+    @classmethod
+    def parse(cls, text: str | None) -> SourceRef | None:
+        """The reference a stored text names; None for an empty or unknown one."""
+        kind, _, rest = (text or "").partition(":")
+        if kind not in cls.KINDS:
+            return None
+        path, _, base = rest.partition("!") if kind == "zip" else (rest, "", "")
+        return cls(kind, path, base)
+
+    @property
+    def has_images(self) -> bool:
+        return self.kind != "predictions"
+
+
 class ImageSource:
     """Where the manifest's image files live. ``problem(name)`` says why a file cannot be read (None when it
-    can); ``read(name)`` returns the bytes or raises InputError with that reason; ``spec`` ("folder:PATH" /
-    "zip:PATH") lets a later process open the same source to resume a run."""
+    can); ``read(name)`` returns the bytes or raises InputError with that reason; ``ref`` (:class:`SourceRef`)
+    says what it is, so a later process can open the same source to resume a run."""
 
     label = ""
-    spec: str | None = None
+    ref: SourceRef
 
     def problem(self, name: str) -> str | None:
         raise NotImplementedError
@@ -94,7 +133,7 @@ class FolderSource(ImageSource):
         if not self.root.is_dir():
             raise InputError(f"{root}: the images folder does not exist.")
         self.label = str(self.root)
-        self.spec = f"folder:{self.root}"
+        self.ref = SourceRef("folder", str(self.root))
 
     def problem(self, name: str) -> str | None:
         rel = _clean_member(name)
@@ -122,12 +161,13 @@ class ZipSource(ImageSource):
     """Images inside a zip archive, refusing traversal, links, nested archives and zip bombs. A zip on disk
     is read member by member, never loaded whole."""
 
-    def __init__(self, data: bytes | str | Path, label: str = "upload.zip"):
+    def __init__(self, data: bytes | str | Path, label: str = "upload.zip", base: str = ""):
         self.path = None
         if isinstance(data, (str, Path)):
             self.path = Path(data).resolve()
             label = Path(data).name
         self.label = label
+        self.base = base  # the manifest's folder inside the archive: image paths are relative to it
         try:
             self.zf = zipfile.ZipFile(self.path or io.BytesIO(data))
             infos = self.zf.infolist()
@@ -156,11 +196,15 @@ class ZipSource(ImageSource):
             else:
                 self.members[rel] = i
 
-    base = ""  # the manifest's folder inside the archive: image paths are relative to it
-
     @property
-    def spec(self) -> str | None:
-        return f"zip:{self.path}!{self.base}" if self.path else None
+    def ref(self) -> SourceRef:
+        return SourceRef("zip", str(self.path), self.base) if self.path else SourceRef("upload", self.label)
+
+    def at(self, base: str) -> ZipSource:
+        """The same archive with image paths relative to ``base`` (a folder inside it); nothing is re-read."""
+        other = object.__new__(ZipSource)
+        other.__dict__.update(self.__dict__, base=base)
+        return other
 
     def names(self) -> list[str]:
         return sorted(self.members)
@@ -191,30 +235,52 @@ class ZipSource(ImageSource):
         return data
 
 
-def open_source(spec: str) -> ImageSource:
-    """Reopen a stored source ("folder:PATH" or "zip:PATH")."""
-    kind, _, path = (spec or "").partition(":")
-    if kind == "folder":
-        return FolderSource(path)
-    path, _, base = path.partition("!")
-    if kind == "zip" and Path(path).is_file():
-        z = ZipSource(path)
-        z.base = base
-        return z
-    raise InputError(f"{spec or 'this cohort'}: its images are not available (uploaded zips are kept in memory "
+def open_source(ref: SourceRef | str | None, uploaded: ImageSource | None = None) -> ImageSource:
+    """The images of a stored cohort (its :class:`SourceRef`, or the stored text): a folder or a zip on this
+    server is opened again; an uploaded zip only from ``uploaded``, the same upload in this session."""
+    r = ref if isinstance(ref, SourceRef) else SourceRef.parse(ref)
+    if r is not None and r.kind == "predictions":
+        raise InputError("the predictions were made elsewhere; this cohort has no images.")
+    if r is not None and r.kind == "folder":
+        return FolderSource(r.path)
+    if r is not None and r.kind == "zip" and Path(r.path).is_file():
+        return ZipSource(r.path, base=r.base)
+    if r is not None and r.kind == "upload" and uploaded is not None and uploaded.ref == r:
+        return uploaded
+    shown = r.text() if r is not None else (ref or "this cohort")
+    raise InputError(f"{shown}: its images are not available (uploaded zips are kept in memory "
                      f"only, never stored); upload the same zip again and check it to continue.")
 
 
-def manifest_in(source: ImageSource) -> bytes | None:
-    """The manifest shipped inside a zip (manifest.csv at any depth, the shallowest), if any."""
+def manifest_in(source: ImageSource) -> tuple[bytes, ImageSource] | None:
+    """The manifest shipped with the images, if any, and the source whose image paths are relative to the
+    manifest's folder: manifest.csv at any depth of a zip (the shallowest), or at the top of a folder."""
+    if isinstance(source, FolderSource):
+        return (source.read("manifest.csv"), source) if source.problem("manifest.csv") is None else None
     if not isinstance(source, ZipSource):
         return None
     found = sorted((n for n in source.members if PurePosixPath(n).name.lower() == "manifest.csv"),
                    key=lambda n: n.count("/"))
     if not found:
         return None
-    source.base = str(PurePosixPath(found[0]).parent).strip(".")
-    return source.read(found[0])
+    return source.read(found[0]), source.at(str(PurePosixPath(found[0]).parent).strip("."))
+
+
+def manifest_hint(source: ImageSource) -> str:
+    """Why there is no manifest yet, and how to give one (a zip or folder without manifest.csv)."""
+    where = "zip" if isinstance(source, ZipSource) else "folder"
+    return (f"The {where} has no manifest.csv, so kneeage does not know which image is which case. Upload the manifest "
+            f"CSV below, or put a file named manifest.csv {'in the zip' if where == 'zip' else 'at the top of the folder'} "
+            "(columns: case_id, image, sex, chronological age, reference_bone_age_months; image paths relative to it).")
+
+
+def reference_problem(check: "CohortCheck") -> str | None:
+    """Why a cohort without reference bone ages cannot be validated (None when some cases have one)."""
+    if check.summary.get("with_reference", 0) or check.summary.get("predictions"):
+        return None
+    return ("The manifest gives no reference bone age (column reference_bone_age_months, or bone_age with its unit), so "
+            "there is nothing to validate the model against. Add the column and check again, or run for predictions "
+            "only: every case gets the model's estimate, and no agreement statistics are computed.")
 
 
 # ------------------------------------------------------------------------------- the manifest
@@ -233,6 +299,12 @@ class CohortCheck:
     @property
     def errors(self) -> pd.DataFrame:
         return self.problems[self.problems.severity == "error"]
+
+    def fingerprint(self, name: str, site: str) -> str:
+        """The cohort's id: a fingerprint of site, name and cases, so storing the same cohort again (e.g. after
+        a crash) finds the stored one."""
+        key = pd.util.hash_pandas_object(self.cases.astype(str), index=False).values.tobytes()
+        return hashlib.sha256(f"{site}\0{name}\0".encode() + key).hexdigest()[:12]
 
 
 def _norm_header(h: str) -> str:
@@ -253,7 +325,7 @@ def read_manifest(source, name: str = "manifest.csv", images: bool = True) -> pd
     for enc in ("utf-8-sig", "utf-16", "cp1252", "latin-1"):
         try:
             text = data.decode(enc)
-            if enc == "utf-16" and not data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            if enc == "utf-16" and data[:2] not in (b"\xff\xfe", b"\xfe\xff"):
                 continue
             break
         except UnicodeDecodeError:
@@ -266,9 +338,10 @@ def read_manifest(source, name: str = "manifest.csv", images: bool = True) -> pd
     dup = df.columns[df.columns.duplicated()]
     if len(dup):
         raise InputError(f"{name}: column {dup[0]!r} appears twice.")
-    for need in ("case_id", "image") if images else ("case_id",):
-        if need not in df.columns:
-            raise InputError(f"{name}: the manifest has no {need!r} column (columns: {', '.join(df.columns)}).")
+    missing = [need for need in (("case_id", "image", "sex") if images else ("case_id",)) if need not in df.columns]
+    if missing:  # one message about the header, not one per row
+        raise InputError(f"{name}: the header has no {' or '.join(repr(m) for m in missing)} column (columns: "
+                         f"{', '.join(df.columns)}); add it and check again.")
     return df
 
 
@@ -282,8 +355,8 @@ def _parse_csv(text: str, name: str) -> tuple[list[str], list[list[str]]]:
     max_chars = int(limit("max_field_chars"))
     reader = csv.reader(io.StringIO(text), delimiter=sep)
     header, rows = None, []
-    old = csv.field_size_limit()
-    csv.field_size_limit(10 * max_chars + 1024)  # a backstop; the precise check is per cell below
+    # The csv module's own field limit (process-wide, so never changed here: other sessions parse at the same
+    # time) is the backstop; the precise check is per cell below.
     try:
         for cells in reader:
             if not any(c.strip() for c in cells):
@@ -301,11 +374,9 @@ def _parse_csv(text: str, name: str) -> tuple[list[str], list[list[str]]]:
                 rows.append(cells + [""] * (len(header) - len(cells)))
     except csv.Error as e:
         if "field larger than field limit" in str(e):
-            raise InputError(f"{name}: row {reader.line_num} has a cell over the limit of {max_chars} characters "
-                             f"(KNEEAGE_MAX_FIELD_CHARS).") from None
+            raise InputError(f"{name}: row {reader.line_num} has a cell over the limit of "
+                             f"{min(max_chars, csv.field_size_limit())} characters (KNEEAGE_MAX_FIELD_CHARS).") from None
         raise InputError(f"{name}: the manifest is not a readable CSV (row {reader.line_num}: {e}).") from None
-    finally:
-        csv.field_size_limit(old)
     if header is None:
         raise InputError(f"{name}: the manifest is empty.")
     return header, rows
@@ -345,11 +416,6 @@ def _age_column(df: pd.DataFrame, stem: str, aliases: tuple[str, ...], unit_cols
     return vals.where(~years.to_numpy(bool), vals * 12), df[col]
 
 
-def _sex(v: str) -> str | None:
-    s = str(v).strip().lower()
-    return {"f": "F", "female": "F", "girl": "F", "w": "F", "m": "M", "male": "M", "boy": "M"}.get(s)
-
-
 def _date(v: str) -> date | None:
     try:
         return pd.to_datetime(v, errors="raise").date() if str(v).strip() else None
@@ -364,18 +430,45 @@ def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, 
     content, header body part); with ``input_size`` each image's model input (float16, from the crop
     box or the automatic crop) is kept for the run that follows, so images are decoded once."""
     df = manifest.copy()
-    assumptions: list[str] = []
     problems: list[dict] = []
 
     def problem(i, severity, text):
         problems.append({"row": int(i) + 2, "case_id": str(df.at[i, "case_id"]), "severity": severity, "problem": text})
 
+    out, assumptions, chron, ref = _normalise(df, opt_in_identifying)
+    _check_rows(df, out, chron, ref, images, problem)
+    decoded: dict = {}
+    if decode:
+        bad_rows = {p["row"] for p in problems if p["severity"] == "error"}
+        decoded = _decode(df, out, images, [i for i in df.index if i + 2 not in bad_rows], workers, input_size, progress, problem)
+    probs = pd.DataFrame(problems, columns=["row", "case_id", "severity", "problem"]).sort_values(["row", "severity"], kind="stable")
+    bad_rows = set(probs.row[probs.severity == "error"])
+    usable = out[~out.row.isin(bad_rows)].reset_index(drop=True)
+    for col in usable.columns:
+        if col.endswith("_months") or col.startswith("comparator_"):
+            usable[col] = pd.to_numeric(usable[col], errors="coerce").astype(float)
+    ages = usable.chronological_age_months.dropna()
+    summary = {
+        "rows": int(len(df)), "usable": int(len(usable)), "excluded": int(len(df) - len(usable)),
+        "errors": int((probs.severity == "error").sum()), "warnings": int((probs.severity == "warning").sum()),
+        "sexes": {k: int(v) for k, v in usable.sex.value_counts().items()},
+        "age_range_months": [float(ages.min()), float(ages.max())] if len(ages) else None,
+        "with_reference": int(usable.reference_bone_age_months.notna().sum()),
+    }
+    return CohortCheck(usable, probs.reset_index(drop=True), assumptions, summary,
+                       {k: v for k, v in decoded.items() if k in set(usable.case_id)})
+
+
+def _normalise(df: pd.DataFrame, opt_in_identifying: bool):
+    """The manifest in the stored form (ages in months, sex F/M, comparators, identifying columns dropped
+    unless opted in), the assumptions made on the way, and the raw age columns (for the row checks)."""
+    assumptions: list[str] = []
     chron = _age_column(df, "chronological_age", ("age", "chronological_age_at_study"), ("age_unit", "unit"),
                         "chronological age", assumptions)
     ref = _age_column(df, "reference_bone_age", ("bone_age", "reference"), ("bone_age_unit", "unit"),
                       "reference bone age", assumptions)
     out = pd.DataFrame({"row": df.index + 2, "case_id": df["case_id"], "image": df["image"]})
-    out["sex"] = df["sex"].map(_sex) if "sex" in df else None
+    out["sex"] = df["sex"].map(parse_sex) if "sex" in df else None
     if chron is not None:
         out["chronological_age_months"] = chron[0]
     elif {"birth_date", "study_date"} <= set(df.columns):
@@ -405,7 +498,11 @@ def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, 
         for c in dropped:
             out[f"identifying_{c}"] = df[c]
         assumptions.append(f"identifying columns kept because the site opted in: {', '.join(dropped)}.")
+    return out, assumptions, chron, ref
 
+
+def _check_rows(df: pd.DataFrame, out: pd.DataFrame, chron, ref, images: ImageSource, problem) -> None:
+    """Each row's problems without opening an image: ids, the image's name, sex, ages, the crop box."""
     has_chron = chron is not None or {"birth_date", "study_date"} <= set(df.columns)
     seen_ids: dict[str, int] = {}
     for i in df.index:
@@ -440,62 +537,107 @@ def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, 
         except KneeageError as e:
             problem(i, "error", str(e).rstrip("."))
 
-    bad_rows = {p["row"] for p in problems if p["severity"] == "error"}
+
+def _decode(df: pd.DataFrame, out: pd.DataFrame, images: ImageSource, todo: list, workers: int, input_size: int | None,
+            progress, problem) -> dict:
+    """Open the images of the rows in ``todo``: readability, duplicates by content, the header's body part;
+    with ``input_size``, each image's model input (float16) by case id."""
     decoded: dict = {}
-    if decode:
-        todo = [i for i in df.index if i + 2 not in bad_rows]
-        jobs = [(i, str(df.at[i, "image"]), parse_box(out.at[i, "crop_box"]) or "auto") for i in todo]
+    jobs = [(i, str(df.at[i, "image"]), out.at[i, "crop_box"]) for i in todo]
 
-        def load(job):
-            """Streaming: each thread reads, decodes and makes the model input of one image, and hands on only
-            what is kept (hash, body part, the small input), so no full-size image waits in memory."""
-            i, name, box = job
+    def load(job):
+        """Streaming: each thread reads, decodes and makes the model input of one image, and hands on only
+        what is kept (hash, body part, the small input), so no full-size image waits in memory."""
+        i, name, crop_box = job
+        try:
+            case = read_case(images, name, crop_box)
+        except (KneeageError, OSError) as e:
+            return i, None, None, None, str(e).rstrip(".")
+        rad, x, x_error = case.radiograph, None, None
+        if input_size:
             try:
-                rad = load_radiograph(images.read(name), name=name)
-            except (KneeageError, OSError) as e:
-                return i, None, None, None, str(e).rstrip(".")
-            x, x_error = None, None
-            if input_size:
-                try:
-                    x = to_input(rad.pixels, input_size, box).astype(np.float16)
-                except KneeageError as e:
-                    x_error = str(e).rstrip(".")
-            return i, rad.content_hash, rad.body_part, x, x_error
+                x = to_input(rad.pixels, input_size, case.box).astype(np.float16)
+            except KneeageError as e:
+                x_error = str(e).rstrip(".")
+        return i, rad.content_hash, rad.body_part, x, x_error
 
-        hashes: dict[str, int] = {}
-        with ThreadPoolExecutor(workers) as pool:
-            for k, (i, digest, body_part, x, x_error) in enumerate(pool.map(load, jobs)):
-                if progress:
-                    progress(k + 1, len(todo))
-                if digest is None:
-                    problem(i, "error", f"unreadable: {x_error}")
+    hashes: dict[str, int] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        for k, (i, digest, body_part, x, x_error) in enumerate(pool.map(load, jobs)):
+            if progress:
+                progress(k + 1, len(todo))
+            if digest is None:
+                problem(i, "error", f"unreadable: {x_error}")
+                continue
+            out.at[i, "image_hash"] = digest
+            if digest in hashes:
+                problem(i, "error", f"the image is identical to row {hashes[digest]}'s")
+                continue
+            hashes[digest] = i + 2
+            if not is_knee_part(body_part):
+                problem(i, "warning", f"the DICOM header says body part {body_part!r}, not a knee")
+            if input_size:
+                if x_error:
+                    problem(i, "error", x_error)
                     continue
-                out.at[i, "image_hash"] = digest
-                if digest in hashes:
-                    problem(i, "error", f"the image is identical to row {hashes[digest]}'s")
-                    continue
-                hashes[digest] = i + 2
-                part = (body_part or "").upper()
-                if part and "KNEE" not in part and part not in ("LEG", "LOWER LIMB", "LOWERLIMB", "EXTREMITY"):
-                    problem(i, "warning", f"the DICOM header says body part {body_part!r}, not a knee")
-                if input_size:
-                    if x_error:
-                        problem(i, "error", x_error)
-                        continue
-                    decoded[str(df.at[i, "case_id"])] = (x, body_part)
-    probs = pd.DataFrame(problems, columns=["row", "case_id", "severity", "problem"]).sort_values(["row", "severity"], kind="stable")
-    bad_rows = set(probs.row[probs.severity == "error"])
-    usable = out[~out.row.isin(bad_rows)].reset_index(drop=True)
-    for col in usable.columns:
-        if col.endswith("_months") or col.startswith("comparator_"):
-            usable[col] = pd.to_numeric(usable[col], errors="coerce").astype(float)
-    ages = usable.chronological_age_months.dropna()
-    summary = {
-        "rows": int(len(df)), "usable": int(len(usable)), "excluded": int(len(df) - len(usable)),
-        "errors": int((probs.severity == "error").sum()), "warnings": int((probs.severity == "warning").sum()),
-        "sexes": {k: int(v) for k, v in usable.sex.value_counts().items()},
-        "age_range_months": [float(ages.min()), float(ages.max())] if len(ages) else None,
-        "with_reference": int(usable.reference_bone_age_months.notna().sum()),
-    }
-    return CohortCheck(usable, probs.reset_index(drop=True), assumptions, summary,
-                       {k: v for k, v in decoded.items() if k in set(usable.case_id)})
+                decoded[str(df.at[i, "case_id"])] = (x, body_part)
+    return decoded
+
+
+# ------------------------------------------------------------------------ reading one case's image
+
+
+@dataclass(frozen=True)
+class CaseImage:
+    """One case's radiograph with where to look: the manifest's crop box (else ``"auto"`` or the caller's
+    default) and the pixel spacing (the header's, else the manifest's; None when neither gives one)."""
+
+    radiograph: Radiograph
+    box: tuple[int, int, int, int] | str
+    spacing_mm: tuple[float, float] | float | None
+
+
+def read_case(source: ImageSource | Path, image: str, crop_box=None, spacing_mm=None, default_box: str = "auto") -> CaseImage:
+    """Read and decode a case's image from an image source, or from a folder on this machine (a training or
+    evaluation manifest's own folder, whose paths are trusted), with its region and pixel spacing."""
+    if isinstance(source, Path):
+        rad = load_radiograph(source / image)
+    else:
+        rad = load_radiograph(source.read(image), name=image)
+    given = _number(spacing_mm) if spacing_mm is not None else np.nan
+    return CaseImage(rad, parse_box(crop_box) or default_box,
+                     rad.pixel_spacing_mm or (float(given) if np.isfinite(given) else None))
+
+
+def spacing_column(image_column: str) -> str:
+    """The manifest column that states the pixel spacing of ``image_column``'s files (images without a header)."""
+    return "pixel_spacing_mm" if image_column == "image" else f"{image_column.removesuffix('_image')}_pixel_spacing_mm"
+
+
+def check_sexes(df: pd.DataFrame, name: str) -> None:
+    """A training or evaluation manifest's sex column must hold F or M; else InputError naming the first bad row."""
+    bad = df[~df.sex.isin(SEXES)]
+    if len(bad):
+        raise InputError(f"{name}: row {bad.index[0] + 2} has sex {bad.sex.iloc[0]!r}; use F or M.")
+
+
+def frame_images(df: pd.DataFrame, folder: Path, frame: Callable, image_column: str = "image", crop: str = "auto",
+                 workers: int | None = None) -> list[np.ndarray]:
+    """Every row's image of a training or evaluation manifest (paths relative to ``folder``) as the network's
+    input, ``frame(pixels, box, spacing)``, decoded in threads (decoders release the GIL; threads stay safe
+    beside torch, where forked processes can crash). A crop_box column overrides ``crop``; a pixel-spacing
+    column (:func:`spacing_column`) gives the spacing of files without a header."""
+    boxes = df["crop_box"].tolist() if "crop_box" in df.columns else [None] * len(df)
+    spc = spacing_column(image_column)
+    spacings = pd.to_numeric(df[spc], errors="coerce").tolist() if spc in df.columns else [None] * len(df)
+
+    def one(job):
+        case = read_case(folder, *job, default_box=crop)
+        return frame(case.radiograph.pixels, case.box, case.spacing_mm)
+
+    jobs = list(zip(df[image_column], boxes, spacings))
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as ex:
+            return list(ex.map(one, jobs))
+    return [one(j) for j in jobs]

@@ -22,9 +22,15 @@ from itertools import combinations
 
 import pandas as pd
 
-from . import stats
+from . import plots, stats
+from .conventions import MAX_AGE_MONTHS, SEXES
 from .errors import KneeageError, StatsError
+from .growth import sds_classes
+from .predictions import PREFIX, source_of
+from .reference import CATEGORIES
+from .report import safe_csv
 from .store import Store
+from .validation import case_table
 
 COLUMNS = ["model_a", "model_b", "n", "mae_a", "mae_b", "mae_difference", "mae_difference_lower",
            "mae_difference_upper", "wilcoxon_p", "bias_a_minus_b", "loa_lower", "loa_upper", "n_class",
@@ -37,13 +43,11 @@ class ModelComparison:
     table: pd.DataFrame  # one row per pair, COLUMNS
 
     def as_dict(self) -> dict:
-        return json.loads(json.dumps({"models": list(self.models), "pairs": self.table.to_dict("records")}, default=float))
+        return stats.json_ready({"models": self.models, "pairs": self.table.to_dict("records")})
 
 
 def run_label(run: dict) -> str:
     """A model's name in tables: with its hash, except for predictions made elsewhere (named by their column)."""
-    from .predictions import PREFIX
-
     if (run.get("model_dir") or "").startswith(PREFIX):
         return run["model_name"]
     return f"{run['model_name']} ({run['model_hash'][:8]})"
@@ -51,11 +55,6 @@ def run_label(run: dict) -> str:
 
 def compare_models(store: Store, run_ids: list[str], n_boot: int = stats.N_BOOT) -> ModelComparison:
     """Compare 2-N runs of the same cohort pairwise (see the module's notes)."""
-    from .growth import _classes
-    from .predictions import source_of
-    from .reference import CATEGORIES
-    from .validation import case_table
-
     run_ids = list(dict.fromkeys(run_ids))
     if len(run_ids) < 2:
         raise StatsError("comparing models needs at least two runs on the same cohort.")
@@ -91,13 +90,13 @@ def compare_models(store: Store, run_ids: list[str], n_boot: int = stats.N_BOOT)
             row.update(bias_a_minus_b=ba.bias, loa_lower=ba.loa_lower, loa_upper=ba.loa_upper)
         except (KneeageError, ValueError, ArithmeticError) as e:
             notes.append(f"agreement not computed: {e}")
-        known = both[both.sex.isin(["F", "M"]) & both.chronological_age_months.notna()
-                     & both.chronological_age_months.between(0, 240)]
+        known = both[both.sex.isin(SEXES) & both.chronological_age_months.notna()
+                     & both.chronological_age_months.between(0, MAX_AGE_MONTHS)]
         row["n_class"] = int(len(known))
         if len(known) >= 3:
             try:
-                k = stats.cohen_kappa(_classes(known.predicted_bone_age_months, known.chronological_age_months, known.sex),
-                                      _classes(known.predicted_bone_age_months_b, known.chronological_age_months, known.sex),
+                k = stats.cohen_kappa(sds_classes(known.predicted_bone_age_months, known.chronological_age_months, known.sex),
+                                      sds_classes(known.predicted_bone_age_months_b, known.chronological_age_months, known.sex),
                                       CATEGORIES)
                 row.update(kappa=k.kappa, kappa_lower=k.ci[0], kappa_upper=k.ci[1], class_agreement=k.observed_agreement)
             except (KneeageError, ValueError, ArithmeticError) as e:
@@ -114,8 +113,6 @@ def compare_models(store: Store, run_ids: list[str], n_boot: int = stats.N_BOOT)
 
 def forest(cmp: ModelComparison, note: str | None = None):
     """The forest plot of the pairwise MAE differences (A − B, paired bootstrap CIs), zero marked."""
-    from . import plots
-
     t = cmp.table.dropna(subset=["mae_difference"]).assign(label=lambda d: d.model_a + " − " + d.model_b)
     fig = plots.forest(t, "label", "mae_difference", "mae_difference_lower", "mae_difference_upper",
                        title="Models compared pairwise on the same cases: MAE A − B",
@@ -126,8 +123,6 @@ def forest(cmp: ModelComparison, note: str | None = None):
 
 def exports(cmp: ModelComparison, note: str | None = None) -> dict[str, bytes]:
     """comparison.csv (one row per pair), comparison.json (models and pairs) and comparison.html (forest plot)."""
-    from .report import safe_csv
-
     html = forest(cmp, note).to_html(include_plotlyjs=True, full_html=True)
     return {"comparison.csv": safe_csv(cmp.table).encode(),
             "comparison.json": json.dumps(cmp.as_dict(), indent=2).encode(),

@@ -12,13 +12,22 @@
 
 The browser's own upload cap is ``server.maxUploadSize`` in ``.streamlit/config.toml`` (MB), kept equal
 to ``max_upload_mb``.
+
+Folders: ``$KNEEAGE_HOME`` is the study folder (default ``studies/`` of the project: the database, the PI
+password, rendered and uploaded cohorts); ``$KNEEAGE_MODELS`` the installed models (default ``models/``); the
+default model is ``demo`` there, else the first installed one.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .errors import InputError
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]  # the checkout kneeage is installed from (editable install)
+SHIPPED_STUDIES = PROJECT_DIR / "studies"  # protocols shipped with the project
+BUNDLED_MODELS = PROJECT_DIR / "models"  # the bundled demo model lives here
 
 DEFAULTS = {"max_image_megapixels": 100, "max_upload_mb": 2048, "max_unpacked_gb": 20, "max_files": 100_000,
             "max_member_ratio": 200, "max_member_mb": 512, "max_field_chars": 10_000}
@@ -42,3 +51,20 @@ def check_upload(name: str, size: int) -> None:
     mb = limit("max_upload_mb")
     if size > mb * 2**20:
         raise InputError(f"{name}: {size / 2**20:.0f} MB is over the upload limit of {mb:g} MB (KNEEAGE_MAX_UPLOAD_MB).")
+
+
+def home() -> Path:
+    """The study folder: $KNEEAGE_HOME, else studies/ in the project (the database and uploads live here)."""
+    return Path(os.environ.get("KNEEAGE_HOME") or SHIPPED_STUDIES)
+
+
+def models_root() -> Path:
+    """The folder of installed models: $KNEEAGE_MODELS, else models/ in the project."""
+    return Path(os.environ.get("KNEEAGE_MODELS") or BUNDLED_MODELS)
+
+
+def default_model_dir() -> Path:
+    """The model used when none is named: ``demo`` among the installed models, else the first installed one."""
+    root = models_root()
+    dirs = sorted(p.parent for p in root.glob("*/model_card.json"))
+    return root / "demo" if (root / "demo" / "model_card.json").is_file() or not dirs else dirs[0]

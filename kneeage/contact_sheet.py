@@ -11,14 +11,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
+from pydicom.data import get_testdata_file
+
+from .imaging import load_radiograph
+from .phantom import render_hand, render_knee
 
 WINDOW_MM = {"knee": (150.0, 120.0), "hand": (270.0, 190.0)}  # height, width of each tile's window
 
 
 def _tile(ph, kind: str, tile_w: int):
     """The phantom's pixels in a fixed physical window around its region, resized to the tile."""
-    from PIL import Image
-
     x0, y0, x1, y1 = ph.truth.region_px
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     hmm, wmm = WINDOW_MM[kind]
@@ -34,10 +37,6 @@ def _tile(ph, kind: str, tile_w: int):
 def contact_sheet(kind: str = "knee", ages_years=(0.5, 1, 3, 5, 8, 11, 13, 14.5, 16, 18), tile: int = 160, seed: int = 0):
     """A PIL image: one row per sex (girls above, boys below), one column per bone age, labelled;
     standard acquisition (24×30 cm film, centred, unrotated)."""
-    from PIL import Image, ImageDraw
-
-    from .phantom import render_hand, render_knee
-
     render = render_knee if kind == "knee" else render_hand
     th = int(tile * WINDOW_MM[kind][0] / WINDOW_MM[kind][1])
     sheet = Image.new("L", (tile * len(ages_years), th * 2 + 20), 0)
@@ -55,12 +54,6 @@ def beside_real(height: int = 420):
     """pydicom-data's real CR of a lower leg (RG3_UNCR.dcm: tibia and fibula, 25 years old) beside an
     adolescent knee phantom and a child's, all through kneeage's own decoding and display (min-max of
     the decoded pixels)."""
-    from PIL import Image, ImageDraw
-    from pydicom.data import get_testdata_file
-
-    from .imaging import load_radiograph
-    from .phantom import render_knee
-
     films = [("real CR (pydicom-data RG3)", load_radiograph(get_testdata_file("RG3_UNCR.dcm")).pixels),
              ("phantom, boy, BA 16.5 y", render_knee(198, "M", rng=3, size=1024).pixels),
              ("phantom, girl, BA 9 y", render_knee(108, "F", rng=4, size=1024).pixels)]

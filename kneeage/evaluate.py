@@ -1,9 +1,9 @@
-"""Run a model over a manifest and summarise its error against every available reference.
+"""Run a model over a manifest and summarise its error against every available reference; pseudo-labels.
 
-Used by ``python -m kneeage evaluate`` and the replication table (docs/replication.md). Conventions:
-error = estimate − reference (months); MAE is the mean absolute error. "Pull toward chronological
-age" is the least-squares slope of (estimate − true bone age) on (chronological age − true bone age):
-0 means the estimate ignores chronological age, 1 means it simply returns chronological age.
+Used by ``python -m kneeage evaluate`` and ``pseudolabel`` and the replication table (docs/replication.md).
+Conventions: error = estimate − reference (months); MAE is the mean absolute error. "Pull toward
+chronological age" is the least-squares slope of (estimate − true bone age) on (chronological age − true
+bone age): 0 means the estimate ignores chronological age, 1 means it simply returns chronological age.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .calibration import inside
+from .cohort import check_sexes, frame_images
+from .errors import InputError
 from .model import load_card, save_card
-from .predict import Predictor
-from .stats import age_band
-from .train import load_training_set
+from .predict import PreparedCase, Predictor
+from .stats import age_band, mae
 
 
 def predict_manifest(predictor: Predictor, manifest: str | Path, crop: str = "auto", batch: int = 256,
@@ -24,22 +26,20 @@ def predict_manifest(predictor: Predictor, manifest: str | Path, crop: str = "au
     """The manifest's rows that have an image in ``image_column``, with the model's
     ``predicted_bone_age_months``, ``interval_lower``/``interval_upper``, ``flags`` and ``withheld`` (the refusal,
     kneeage.predict.REFUSALS, or empty) and ``censored_from_months`` (images decoded in parallel, predicted in
-    batches)."""
+    batches; each input quantised to 8 bits as in training)."""
     manifest = Path(manifest)
     df = pd.read_csv(manifest)
+    for col in ("case_id", image_column, "sex"):
+        if col not in df.columns:
+            raise InputError(f"{manifest.name}: column {col!r} is missing (columns: {', '.join(df.columns)}).")
     df = df[df[image_column].fillna("").astype(str).str.len() > 0].reset_index(drop=True)
-    tmp = manifest.parent / f".evaluate_{manifest.stem}.csv"
-    df.assign(_label=0.0).to_csv(tmp, index=False)
-    try:
-        data = load_training_set(tmp, "_label", predictor.input_size, image_column, crop, framer=predictor.framer)
-    finally:
-        tmp.unlink(missing_ok=True)
-    preds = []
-    chron = data.chron.numpy()
-    for i in range(0, len(df), batch):
-        x = data.images[i : i + batch, 0].float().numpy() / 255
-        sexes = ["M" if s else "F" for s in data.sex[i : i + batch].tolist()]
-        preds += predictor.predict_many(list(x), sexes, list(chron[i : i + batch]))
+    check_sexes(df, manifest.name)
+    inputs = frame_images(df, manifest.parent, lambda p, box, spacing: np.floor(predictor.framer(p, box, spacing) * 255 + 0.5) / 255,
+                          image_column, crop)
+    chron = (pd.to_numeric(df["chronological_age_months"], errors="coerce") if "chronological_age_months" in df.columns
+             else pd.Series(np.nan, index=df.index)).astype(np.float32).tolist()
+    cases = (PreparedCase(i, x, sex, c) for i, (x, sex, c) in enumerate(zip(inputs, df.sex, chron)))
+    preds = [p for chunk in predictor.predict_batches(cases, batch) for _, p in chunk]
     df["predicted_bone_age_months"] = [p.bone_age_months for p in preds]
     df["interval_lower"] = [p.interval_months[0] for p in preds]
     df["interval_upper"] = [p.interval_months[1] for p in preds]
@@ -47,11 +47,6 @@ def predict_manifest(predictor: Predictor, manifest: str | Path, crop: str = "au
     df["withheld"] = [p.refusal or "" for p in preds]
     df["censored_from_months"] = [p.censored_from_months for p in preds]
     return df
-
-
-def _mae(a, b) -> float | None:
-    m = np.isfinite(a) & np.isfinite(b)
-    return float(np.abs(a[m] - b[m]).mean()) if m.any() else None
 
 
 def summarise(df: pd.DataFrame, truth: pd.DataFrame | None = None) -> dict:
@@ -67,20 +62,20 @@ def summarise(df: pd.DataFrame, truth: pd.DataFrame | None = None) -> dict:
     for ref in ("reference_bone_age_months", "pseudo_bone_age_months", "true_bone_age_months"):
         if ref in df:
             r = df[ref].to_numpy(float)
-            out[f"mae_vs_{ref.replace('_bone_age_months', '')}"] = _mae(est, r)
-            out[f"chron_age_mae_vs_{ref.replace('_bone_age_months', '')}"] = _mae(chron, r)
-            out[f"bias_vs_{ref.replace('_bone_age_months', '')}"] = float(np.nanmean(est - r))
+            name = ref.replace("_bone_age_months", "")
+            out[f"mae_vs_{name}"] = mae(est, r)
+            out[f"chron_age_mae_vs_{name}"] = mae(chron, r)
+            out[f"bias_vs_{name}"] = float(np.nanmean(est - r))
             if "interval_lower" in df:  # how often the 95% interval holds this reference
-                inside = (df.interval_lower.to_numpy(float) <= r) & (r <= df.interval_upper.to_numpy(float))
-                out[f"interval_coverage_vs_{ref.replace('_bone_age_months', '')}"] = float(inside[np.isfinite(r)].mean())
+                out[f"interval_coverage_vs_{name}"] = float(inside(df.interval_lower, df.interval_upper, r)[np.isfinite(r)].mean())
     if "true_bone_age_months" in df:
         t = df.true_bone_age_months.to_numpy(float)
         x, y = chron - t, est - t
         m = np.isfinite(x) & np.isfinite(y)
         out["pull_toward_chron_age"] = float(np.polyfit(x[m], y[m], 1)[0]) if m.sum() > 2 else None
         band = age_band(t)  # bands of true bone age
-        out["by_true_bone_age"] = [{"band": str(b), "n": int((band == b).sum()), "mae": _mae(est[band == b], t[band == b]),
-                                    "chron_age_mae": _mae(chron[band == b], t[band == b])}
+        out["by_true_bone_age"] = [{"band": str(b), "n": int((band == b).sum()), "mae": mae(est[band == b], t[band == b]),
+                                    "chron_age_mae": mae(chron[band == b], t[band == b])}
                                    for b in band.categories if (band == b).any()]
     return out
 
@@ -91,3 +86,23 @@ def record_result(model_dir: str | Path, cohort: str, result: dict) -> None:
     card = load_card(Path(model_dir))
     card.results.setdefault("test_cohorts", {})[cohort] = result
     save_card(card, Path(model_dir))
+
+
+def pseudolabel(manifest: str | Path, hand_model: str | Path, out: str | Path | None = None,
+                column: str = "pseudo_bone_age_months") -> pd.DataFrame:
+    """Run a hand bone-age model on each case's paired hand film (column ``hand_image``) and write
+    the estimates to ``column`` (transfer from a hand model). Rows without a hand film stay empty."""
+    manifest = Path(manifest)
+    df = pd.read_csv(manifest)
+    if "hand_image" not in df.columns:
+        raise InputError(f"{manifest.name}: column 'hand_image' is missing; pseudo-labels need the paired hand film.")
+    est = predict_manifest(Predictor(hand_model), manifest, "auto", image_column="hand_image")
+    values = df.case_id.map(dict(zip(est.case_id, est.predicted_bone_age_months.round(2))))
+    df[column] = values
+    out = Path(out) if out else manifest
+    if out.resolve().parent != manifest.resolve().parent:  # keep image paths valid from the new place
+        for col in ("image", "hand_image"):
+            if col in df.columns:
+                df[col] = [str((manifest.parent / v).resolve()) if isinstance(v, str) and v else v for v in df[col]]
+    df.to_csv(out, index=False)
+    return df

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .files import atomic_write
 from .imported import ImportCard, card_toml
 from .model import fold_paths, load_card, load_fold
 
@@ -88,16 +89,18 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path | None = None)
     if cfg.use_chron_age:
         args += (torch.tensor([60.0, 120.0]),)
         names.append("chronological_age")
-    tmp = out.with_name(out.name + ".tmp")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about Python control flow that is fixed per model
-        if fmt == "torchscript":
-            torch.jit.trace(ens, args).save(str(tmp))
-        else:
-            axes = {k: {0: "n"} for k in names + ["bone_age_months"]}
-            torch.onnx.export(ens, args, str(tmp), input_names=names, output_names=["bone_age_months"],
-                              dynamic_axes=axes, opset_version=17, dynamo=False)
-    tmp.replace(out)
+    def write(tmp):
+        # warnings.catch_warnings() is not thread-safe, but an export runs alone (the CLI, never a page's thread)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings about Python control flow that is fixed per model
+            if fmt == "torchscript":
+                torch.jit.trace(ens, args).save(str(tmp))
+            else:
+                axes = {k: {0: "n"} for k in names + ["bone_age_months"]}
+                torch.onnx.export(ens, args, str(tmp), input_names=names, output_names=["bone_age_months"],
+                                  dynamic_axes=axes, opset_version=17, dynamo=False)
+
+    atomic_write(out, write)
     card_path = out.with_suffix(".toml")
     card_path.write_text(card_toml(export_card(model_dir)))
     return out, card_path

@@ -39,7 +39,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import stats
+from .conventions import MAX_AGE_MONTHS, SEXES, require_sex
 from .errors import InputError
+from .reference import CATEGORIES, bone_age_sds
 
 DECISION_SUPPORT = ("Decision support, not a decision: these are population averages from historical cohorts, "
                     "propagated from the bone-age interval; an individual child can grow outside every range shown.")
@@ -117,17 +120,9 @@ BAYLEY_PINNEAU = {
 
 KNEE_RATE_CM_PER_YEAR = {"distal_femur": 0.9, "proximal_tibia": 0.6}  # Birch et al. 2019
 KNEE_DISAGREEMENT_CM = 1.0  # the clinically significant difference in remaining growth at the knee (issue #20)
-_MAX_AGE_MONTHS = 240.0
 
 
 # ------------------------------------------------------------------------------------------- checks
-
-
-def _sex(sex) -> str:
-    s = str(sex).strip().upper()[:1]
-    if s not in ("F", "M"):
-        raise InputError(f"sex must be F or M, got {sex!r}.")
-    return s
 
 
 def _age(months, name: str = "bone age") -> float:
@@ -135,8 +130,8 @@ def _age(months, name: str = "bone age") -> float:
         v = float(months)
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a number of months, got {months!r}.") from None
-    if not (np.isfinite(v) and 0 <= v <= _MAX_AGE_MONTHS):
-        raise InputError(f"{name} must lie between 0 and {_MAX_AGE_MONTHS:.0f} months, got {months}.")
+    if not (np.isfinite(v) and 0 <= v <= MAX_AGE_MONTHS):
+        raise InputError(f"{name} must lie between 0 and {MAX_AGE_MONTHS:.0f} months, got {months}.")
     return v
 
 
@@ -155,14 +150,14 @@ def _length(cm, name: str, lo: float = 1.0, hi: float = 250.0) -> float:
 
 def paley_multiplier(age_months, sex) -> float:
     """Lower-limb multiplier at an age (months; linear between tabulated ages, 1.000 beyond maturity)."""
-    s, a = _sex(sex), _age(age_months, "age")
+    s, a = require_sex(sex), _age(age_months, "age")
     t = PALEY_MULTIPLIERS[s]
     return float(np.interp(a / 12, list(t), list(t.values())))
 
 
 def maturity_months(sex) -> float:
     """Skeletal age (months) at which the lower-limb multiplier first reaches 1.000."""
-    t = PALEY_MULTIPLIERS[_sex(sex)]
+    t = PALEY_MULTIPLIERS[require_sex(sex)]
     return 12.0 * min(a for a, m in t.items() if m == 1.0)
 
 
@@ -176,7 +171,7 @@ def maturity_category(bone_age_months, chronological_age_months) -> str:
 def percent_mature_height(bone_age_months, sex, category: str = "average") -> float:
     """Bayley-Pinneau per cent of mature height at a skeletal age (linear between tabulated ages); refuses
     skeletal ages outside the chosen table."""
-    s, a = _sex(sex), _age(bone_age_months)
+    s, a = require_sex(sex), _age(bone_age_months)
     if category not in ("average", "accelerated", "retarded"):
         raise InputError(f"Bayley-Pinneau category must be average, accelerated or retarded, got {category!r}.")
     ages, pct = zip(*BAYLEY_PINNEAU[s][category])
@@ -267,7 +262,7 @@ def growth_panel(bone_age_months, interval_months, sex, chronological_age_months
                  femur_cm=None, tibia_cm=None, discrepancy_cm=None) -> GrowthResult:
     """Everything the growth panel shows, each as a :class:`Range` over the bone-age interval. Optional
     inputs that are missing (None) leave their rows out; a value that is given but unusable is refused."""
-    s = _sex(sex)
+    s = require_sex(sex)
     ba = _age(bone_age_months)
     lo, hi = sorted(_age(v, "bone-age interval limit") for v in interval_months)
     lo, hi = min(lo, ba), max(hi, ba)
@@ -321,16 +316,15 @@ def knee_growth_disagreement(predicted_months, reference_months, sexes, threshol
     sx = list(sexes)
     if not (p.shape == r.shape == (len(sx),)):
         raise InputError("predicted, reference and sex must have one value per case.")
-    diff = np.array([abs(knee_remaining_growth(min(max(a, 0), _MAX_AGE_MONTHS), s)["knee"]
-                         - knee_remaining_growth(min(max(b, 0), _MAX_AGE_MONTHS), s)["knee"])
+    diff = np.array([abs(knee_remaining_growth(min(max(a, 0), MAX_AGE_MONTHS), s)["knee"]
+                         - knee_remaining_growth(min(max(b, 0), MAX_AGE_MONTHS), s)["knee"])
                      for a, b, s in zip(p, r, sx)])
     return diff, diff > threshold_cm
 
 
-def _classes(bone_ages, chron_ages, sexes) -> list[str]:
-    from .reference import bone_age_sds
-
-    return [bone_age_sds(min(max(float(b), 0), _MAX_AGE_MONTHS), float(c), s).category
+def sds_classes(bone_ages, chron_ages, sexes) -> list[str]:
+    """Each case's delayed / normal / advanced call (±2 SD, :mod:`kneeage.reference`) of a bone age."""
+    return [bone_age_sds(min(max(float(b), 0), MAX_AGE_MONTHS), float(c), s).category
             for b, c, s in zip(bone_ages, chron_ages, sexes)]
 
 
@@ -346,9 +340,6 @@ def clinical_view(cases, predicted: str = "predicted_bone_age_months", reference
     * ``knee_growth`` (cases with sex and chronological age): share whose remaining growth at the knee from the
       method's bone age differs from the reference-based one by more than 1 cm (:func:`knee_remaining_growth`).
     """
-    from . import stats
-    from .reference import CATEGORIES
-
     ok = cases[cases[predicted].notna() & cases[reference].notna()]
     out: dict = {"n": int(len(ok)), "level": level}
     if len(ok) < 3:
@@ -358,13 +349,13 @@ def clinical_view(cases, predicted: str = "predicted_bone_age_months", reference
                    for k, v in stats.error_exceedance(ok[predicted], ok[reference], level=level).items()}
     known = ok
     if sex in ok and age in ok:
-        known = ok[ok[sex].isin(["F", "M"]) & ok[age].notna() & ok[age].between(0, _MAX_AGE_MONTHS)]
+        known = ok[ok[sex].isin(SEXES) & ok[age].notna() & ok[age].between(0, MAX_AGE_MONTHS)]
     else:
         known = ok.iloc[0:0]
     out["n_with_sex_and_age"] = int(len(known))
     if len(known) >= 3:
-        ref_cls = _classes(known[reference], known[age], known[sex])
-        met_cls = _classes(known[predicted], known[age], known[sex])
+        ref_cls = sds_classes(known[reference], known[age], known[sex])
+        met_cls = sds_classes(known[predicted], known[age], known[sex])
         k = stats.cohen_kappa(ref_cls, met_cls, CATEGORIES, level=level)
         out["sds_agreement"] = {"rows": "reference", "columns": "method", **k.as_dict(),
                                 "source": "±2 SD of the Brush Foundation SDs (Greulich & Pyle 1959)"}

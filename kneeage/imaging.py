@@ -9,9 +9,10 @@ Refusals raise :class:`kneeage.errors.RadiographError` ("<file>: <reason>.").
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
-import json
+import logging
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -20,17 +21,22 @@ from pathlib import Path
 from typing import IO, Union
 
 import numpy as np
+import pydicom
+from PIL import Image, UnidentifiedImageError
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import UID
 
+from .config import limit
+from .conventions import DAYS_PER_MONTH, SEXES
 from .errors import RadiographError
 
 MIN_SIDE = 64
 
 
 def max_pixels() -> int:
-    from .config import limit
-
     return int(limit("max_image_megapixels") * 1_000_000)
-DAYS_PER_MONTH = 365.25 / 12
+
 
 Source = Union[str, Path, bytes, bytearray, IO[bytes]]
 
@@ -81,9 +87,6 @@ class Radiograph:
         if d["chronological_age_months"] is not None:
             d["chronological_age_months"] = round(float(d["chronological_age_months"]), 2)
         return d
-
-    def to_json(self, identifying: bool = False) -> str:
-        return json.dumps(self.metadata(identifying))
 
 
 def _read_source(source: Source, name: str | None) -> tuple[bytes, str]:
@@ -137,10 +140,6 @@ def quiet_decoders() -> None:
     decoding runs in thread pools): pydicom validates nothing while reading, its logger writes nowhere,
     and the decoders' warnings are ignored. Called before every decode, as a host (pytest, a notebook)
     may have reset the warning filters; ``filterwarnings`` replaces an identical filter, so the list stays short."""
-    import logging
-
-    import pydicom
-
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     log = logging.getLogger("pydicom")
     if log.propagate or log.handlers:
@@ -154,8 +153,6 @@ def _looks_like_dicom(data: bytes) -> bool:
 
 
 def _try_raw_dicom(data: bytes):
-    import pydicom
-
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         keys = list(ds.keys())
@@ -179,9 +176,6 @@ def _load_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
 
 
 def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
     if ds is None:
         try:
             ds = pydicom.dcmread(io.BytesIO(data), force=True)
@@ -248,7 +242,7 @@ def _decode_dicom(data: bytes, label: str, digest: str, ds=None) -> Radiograph:
         name=label,
         format="DICOM",
         content_hash=digest,
-        sex=sex if sex in ("F", "M") else None,
+        sex=sex if sex in SEXES else None,
         birth_date=birth,
         study_date=study,
         chronological_age_months=age,
@@ -299,8 +293,6 @@ def _linear_params(ds) -> tuple[float, float, float | None, float | None] | None
         return None
     if str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper() != "LINEAR":
         return None
-    from pydicom.multival import MultiValue
-
     def first(v):  # several windows may be given; pydicom's apply_voi_lut(index=0) takes the first
         return float(v[0] if isinstance(v, (MultiValue, list, tuple)) else v)
 
@@ -355,8 +347,6 @@ def _linear_scaled(arr: np.ndarray, ds, invert: bool) -> np.ndarray | None:
 def _uid_name(uid: str) -> str:
     if not uid:
         return ""
-    from pydicom.uid import UID
-
     try:
         return UID(uid).name if UID(uid).is_valid else ""
     except Exception:  # noqa: BLE001
@@ -438,8 +428,6 @@ def _patient_age_months(v: str | None) -> float | None:
 
 
 def _try_pil(data: bytes, label: str, digest: str) -> Radiograph | None:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -532,10 +520,15 @@ def _short(e: Exception) -> str:
 
 def to_uint8(pixels: np.ndarray, max_side: int | None = None) -> np.ndarray:
     """An 8-bit copy for display, downsampled (area average) so its longer side is at most max_side."""
-    from PIL import Image
-
     img = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if max_side and max(img.size) > max_side:
         scale = max_side / max(img.size)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BOX)
     return np.asarray(img)
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """An image (uint8, grey or RGB) as a PNG data URI, for self-contained reports and figures."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

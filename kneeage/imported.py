@@ -26,8 +26,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
-from .errors import ModelError
+from . import __version__
+from .conventions import SEXES, TRAINED_MAX_MONTHS, require_sex
+from .errors import InputError, ModelError
+from .files import atomic_write
+from .imaging import load_radiograph
+from .model import CARD, ModelCard, ModelConfig, save_card
+from .phantom import render_knee
+from .preprocess import crop, to_input
+from .stats import json_ready
 
 FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript"}
 FILE_NAME = {"onnx": "model.onnx", "torchscript": "model.pt"}
@@ -69,7 +79,7 @@ class ImportCard:
     age_unit: str = "months"
     output_unit: str = "months"
     output_name: str | None = None
-    range_months: tuple[float, float] = (0.0, 216.0)
+    range_months: tuple[float, float] = (0.0, TRAINED_MAX_MONTHS)
     interval: dict = field(default_factory=dict)  # kneeage's interval format (kneeage.train.half_width)
     synthetic_demo: bool = False
     label_source: str = ""
@@ -99,7 +109,7 @@ class ImportCard:
                 f"then (x − {list(self.mean)}) / {list(self.std)}, {self.channels} channel(s), {self.layout}")
 
     def as_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        return json_ready(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> "ImportCard":
@@ -310,7 +320,7 @@ def card_toml(card: ImportCard) -> str:
 
 
 def _ort_errors() -> tuple[type[BaseException], ...]:
-    from onnxruntime.capi import onnxruntime_pybind11_state as s
+    from onnxruntime.capi import onnxruntime_pybind11_state as s  # imported where used: ONNX Runtime is slow to load
 
     names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NoSuchFile", "NotFound",
              "NotImplemented", "RuntimeException", "EPFail")
@@ -350,15 +360,11 @@ class Runner:
         """(S, S) float32 in [0, 1]: the region (the card's crop policy; an explicit box wins), windowed by
         the card's percentiles, resized (aspect kept, zero padded) or, with a physical spacing and a known
         pixel spacing, resampled to it and cut to the window."""
-        from .preprocess import crop, to_input
-
         c = self.card
         if c.crop == "full" and (box is None or box == "auto" or box == ""):
             box = "full"
         if not (c.spacing_mm and spacing_mm):
             return to_input(pixels, c.size, box, c.percentiles)
-        from PIL import Image
-
         region = crop(pixels, box)
         lo, hi = np.percentile(region, list(c.percentiles))
         region = np.clip((region - lo) / (hi - lo + 1e-6), 0, 1).astype(np.float32)
@@ -385,14 +391,9 @@ class Runner:
         return np.ascontiguousarray(x if c.layout == "NCHW" else x.transpose(0, 2, 3, 1), np.float32)
 
     def side_inputs(self, sexes, chron) -> dict[str, np.ndarray]:
-        from .errors import InputError
-
         c, out = self.card, {}
         if c.sex_input:
-            bad = [s for s in sexes if s not in ("F", "M")]
-            if bad:
-                raise InputError(f"Sex must be F or M, not {bad[0]!r}.")
-            out[c.sex_input] = np.array([c.sex_encoding[s] for s in sexes], np.float32)
+            out[c.sex_input] = np.array([c.sex_encoding[require_sex(s)] for s in sexes], np.float32)
         if c.age_input:
             if chron is None or any(v is None or not np.isfinite(v) for v in chron):
                 raise InputError("This model needs the chronological age of every case.")
@@ -423,7 +424,7 @@ class OnnxRunner(Runner):
 
     def __init__(self, path: Path, card: ImportCard, device=None):
         super().__init__(path, card, device)
-        import onnxruntime as ort
+        import onnxruntime as ort  # imported where used: ONNX Runtime is slow to load and only ONNX models need it
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -501,13 +502,12 @@ class TorchScriptRunner(Runner):
 
     def __init__(self, path: Path, card: ImportCard, device=None):
         super().__init__(path, card, device)
-        import torch
-
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # torch.jit is deprecated upstream, still the format sites share. Not warnings.catch_warnings(), which is not
+        # thread-safe (every Streamlit session is a thread): a narrow process-wide filter, set again on every load.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(load|save)` is", category=FutureWarning)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream, still the format sites share
-                self.module = torch.jit.load(str(self.path), map_location=self.device).eval()
+            self.module = torch.jit.load(str(self.path), map_location=self.device).eval()
         except (RuntimeError, ValueError, OSError) as e:
             raise ModelError(f"{self.label}: not a readable TorchScript model ({_short(e)}).") from None
         try:
@@ -519,14 +519,10 @@ class TorchScriptRunner(Runner):
                              f"{len(card.inputs)} ({card.describe_inputs()}).")
 
     def _call(self, x, side):
-        import torch
-
         cols = [torch.as_tensor(side[n], device=self.device) for n in self.card.inputs[1:]]
         return self.module(x, *cols)
 
     def raw(self, image, side):
-        import torch
-
         try:
             with torch.no_grad():
                 y = self._call(torch.from_numpy(image).to(self.device), side)
@@ -540,10 +536,7 @@ class TorchScriptRunner(Runner):
     def attribution(self, model_input, sex, method, chron_months=None, samples: int = 12):
         """|d output / d pixel| over the prepared image (S, S), summed over channels (``gradient``), or the
         same averaged over noisy copies (``smoothgrad``)."""
-        import torch
-        from captum.attr import NoiseTunnel, Saliency
-
-        from .errors import InputError
+        from captum.attr import NoiseTunnel, Saliency  # imported where used: captum is slow to import
 
         if method not in self.saliency_methods:
             if method == "gradcam":
@@ -591,8 +584,6 @@ def check_model(runner: Runner, test_image: str | Path | None = None) -> dict:
     """Run the model on phantom knees of known bone age (both sexes) and on ``test_image``; refuse when its
     output does not fit the card: wrong shape, not finite, far outside the trained age range, or years
     declared as months (or months as years). Returns what was run and what came out."""
-    from .phantom import render_knee
-
     c = runner.card
     ages = list(PHANTOM_AGES)
     sexes = ["F", "M"] * (len(ages) // 2)
@@ -617,11 +608,9 @@ def check_model(runner: Runner, test_image: str | Path | None = None) -> dict:
         raise ModelError(f"{runner.label}: on a phantom knee it returns {far[0]:.1f} months, far outside the card's trained "
                          f"range {lo:g}-{hi:g} months; the output or its unit does not match the card.")
     if test_image:
-        from .imaging import load_radiograph
-
         rad = load_radiograph(test_image)
         x = runner.prepare(rad.pixels, "auto", rad.pixel_spacing_mm)
-        sex = rad.sex if rad.sex in ("F", "M") else "F"
+        sex = rad.sex if rad.sex in SEXES else "F"
         age = rad.chronological_age_months if rad.chronological_age_months is not None else (lo + hi) / 2
         v = float(runner.predict(x[None], [sex], [age])[0])
         if not np.isfinite(v) or not lo - RANGE_MARGIN_MONTHS <= v <= hi + RANGE_MARGIN_MONTHS:
@@ -643,9 +632,6 @@ def import_model(model_file: str | Path, card_file: str | Path, out: str | Path,
                  device=None):
     """Check ``model_file`` (.onnx or .pt TorchScript) against ``card_file`` and write the model directory ``out``.
     Returns its :class:`kneeage.model.ModelCard`."""
-    from . import __version__
-    from .model import CARD, ModelCard, ModelConfig, save_card
-
     model_file, out = Path(model_file), Path(out)
     fmt = FORMATS.get(model_file.suffix.lower())
     if fmt is None:
@@ -659,9 +645,7 @@ def import_model(model_file: str | Path, card_file: str | Path, out: str | Path,
     report = check_model(runner, test_image)
     out.mkdir(parents=True, exist_ok=True)
     target = out / FILE_NAME[fmt]
-    tmp = target.with_suffix(".tmp")
-    shutil.copyfile(model_file, tmp)
-    tmp.replace(target)
+    atomic_write(target, lambda tmp: shutil.copyfile(model_file, tmp))
     shutil.copyfile(card_file, out / CARD_TOML)
     cfg = ModelConfig(arch=f"imported {fmt}", input_size=card.size, use_sex=bool(card.sex_input),
                       use_chron_age=bool(card.age_input), label_mean=0.0, label_std=1.0, body_part=card.body_part)

@@ -22,19 +22,24 @@ from __future__ import annotations
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from PIL import Image, ImageDraw
+from safetensors.torch import load_file, save_file
+from torch import nn
 
+from .cohort import spacing_column
 from .errors import InputError, ModelError
+from .files import atomic_write
 from .imaging import load_radiograph, to_uint8
 from .model import load_card
 from .preprocess import parse_box, resolve_box, to_input, window_input
+from .viewer import shuttered
 
 SIZE = 96
 FILE = "localiser.safetensors"
@@ -98,16 +103,10 @@ class Localiser:
         return self.find_many([pixels])[0]
 
     def save(self, model_dir: Path) -> None:
-        from safetensors.torch import save_file
-
-        tmp = Path(model_dir) / (FILE + ".tmp")
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp))
-        tmp.replace(Path(model_dir) / FILE)
+        atomic_write(Path(model_dir) / FILE, lambda tmp: save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp)))
 
     @classmethod
     def load(cls, model_dir: Path, info: dict) -> Localiser:
-        from safetensors.torch import load_file
-
         path = Path(model_dir) / FILE
         if not path.is_file():
             raise ModelError(f"{model_dir}: the card names a localiser but {FILE} is missing.")
@@ -129,6 +128,20 @@ class Framing:
     window_px: tuple[float, float, float, float] | None
     spacing_mm: tuple[float, float] | None
     spacing_source: str  # "header", "given", "estimated from the anatomy", "not used"
+    found_px: tuple[float, float, float, float] | None = None  # the localiser's region where the user gave a box
+
+    @property
+    def box_misses_region(self) -> bool:
+        """The user's box and the region the localiser finds share nothing: neither holds the other's centre
+        (a box drawn around the laterality marker, or on the wrong film)."""
+        if self.found_px is None:
+            return False
+
+        def holds(b, other):
+            cx, cy = (other[0] + other[2]) / 2, (other[1] + other[3]) / 2
+            return b[0] <= cx <= b[2] and b[1] <= cy <= b[3]
+
+        return not (holds(self.region_px, self.found_px) or holds(self.found_px, self.region_px))
 
     def as_dict(self) -> dict:
         return {"region_px": [round(v, 1) for v in self.region_px], "region_source": self.region_source,
@@ -162,8 +175,9 @@ class Framer:
             region, src = (0.0, 0.0, float(w), float(h)), "whole image"
         else:
             region, src = tuple(float(v) for v in resolve_box(pixels, parse_box(box) if isinstance(box, str) else box)), "user box"
+        found = self.localiser.find(pixels) if src == "user box" and self.localiser is not None else None
         if self.spacing_mm is None:
-            return Framing(region, src, None, None, "not used")
+            return Framing(region, src, None, None, "not used", found)
         if spacing is not None and not isinstance(spacing, (tuple, list)):
             spacing = (float(spacing), float(spacing))
         if spacing is not None and all(np.isfinite(v) and v > 0 for v in spacing):
@@ -174,7 +188,7 @@ class Framer:
             sp, sp_src = (est, est), "estimated from the anatomy"
         cx, cy = (region[0] + region[2]) / 2, (region[1] + region[3]) / 2
         hw_x, hw_y = self.window_mm / 2 / sp[1], self.window_mm / 2 / sp[0]
-        return Framing(region, src, (cx - hw_x, cy - hw_y, cx + hw_x, cy + hw_y), sp, sp_src)
+        return Framing(region, src, (cx - hw_x, cy - hw_y, cx + hw_x, cy + hw_y), sp, sp_src, found)
 
     def input(self, pixels: np.ndarray, framing: Framing) -> np.ndarray:
         if framing.window_px is None:  # pixel-relative (models made before physical framing)
@@ -187,8 +201,9 @@ class Framer:
 
 
 def framed_thumbnail(pixels: np.ndarray, framing: Framing, side: int = 256) -> np.ndarray:
-    """RGB uint8 thumbnail of the whole film with the region (orange) and the model's window (cyan) drawn."""
-    small = to_uint8(pixels, side)
+    """RGB uint8 thumbnail of the whole film (collimation shown black) with the region (orange) and the model's
+    window (cyan) drawn."""
+    small = to_uint8(shuttered(pixels), side)
     k = small.shape[1] / pixels.shape[1]
     img = Image.fromarray(small).convert("RGB")
     draw = ImageDraw.Draw(img)
@@ -196,11 +211,6 @@ def framed_thumbnail(pixels: np.ndarray, framing: Framing, side: int = 256) -> n
         draw.rectangle([v * k for v in framing.window_px], outline=(0, 200, 255), width=2)
     draw.rectangle([v * k for v in framing.region_px], outline=(255, 140, 0), width=2)
     return np.asarray(img)
-
-
-def spacing_column(image_column: str) -> str:
-    """The manifest column that states the pixel spacing of ``image_column``'s files (images without a header)."""
-    return "pixel_spacing_mm" if image_column == "image" else f"{image_column.removesuffix('_image')}_pixel_spacing_mm"
 
 
 # ----------------------------------------------------------------------------------- training
@@ -212,8 +222,6 @@ def train_localiser(manifest: str | Path, truth: str | Path, out: str | Path, im
     ``max_films``), boxes from the truth file's ``<image_column>_box`` column. Each film is also seen as
     ``crops`` random crops that keep the region (tight collimation); every epoch draws new exposure and noise. Saves it to ``out`` and returns it; reports the held-out (last 10%) error in
     the card entry as the mean centre error in % of the region width."""
-    from concurrent.futures import ThreadPoolExecutor
-
     manifest, out = Path(manifest), Path(out)
     df = pd.read_csv(manifest).merge(pd.read_csv(truth), on="case_id")
     col = f"{image_column}_box"
@@ -234,8 +242,10 @@ def train_localiser(manifest: str | Path, truth: str | Path, out: str | Path, im
             if k == 0:
                 y0, x0, y1, x1 = 0, 0, h, w
             else:  # a crop that keeps the region, 0-60% of the margin cut on each side
-                y0 = int(sub.uniform(0, 0.6) * max(box[1], 0)); x0 = int(sub.uniform(0, 0.6) * max(box[0], 0))
-                y1 = h - int(sub.uniform(0, 0.6) * max(h - box[3], 0)); x1 = w - int(sub.uniform(0, 0.6) * max(w - box[2], 0))
+                y0 = int(sub.uniform(0, 0.6) * max(box[1], 0))
+                x0 = int(sub.uniform(0, 0.6) * max(box[0], 0))
+                y1 = h - int(sub.uniform(0, 0.6) * max(h - box[3], 0))
+                x1 = w - int(sub.uniform(0, 0.6) * max(w - box[2], 0))
             v, scale, oy, ox = overview(p[y0:y1, x0:x1])
             out_.append((v, _to_fractions((box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0), scale, oy, ox)))
         width_mm = (box[2] - box[0]) * (r.pixel_spacing_mm[1] if r.pixel_spacing_mm else float(df.at[i, spc]) if spc in df else np.nan)

@@ -17,35 +17,51 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .conventions import TRAINED_MAX_MONTHS
 from .errors import ModelError
+from .files import atomic_write
 
 CARD = "model_card.json"
 
-# Small ConvNeXt variants of our own, built from timm's ConvNeXt class (timm-style registry).
+# Small variants of our own, built from timm's ConvNeXt and ResNet classes (timm-style registry).
 _VARIANTS = {
     "kneeage_convnext_zepto": dict(depths=(2, 2, 4, 2), dims=(32, 64, 128, 256), conv_mlp=True),
     "kneeage_convnext_nano_test": dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), conv_mlp=True),
 }
+# resnet10t at half width (1.2 M parameters: five folds in half precision fit the 40 MB of models/)
+_RESNETS = {
+    "kneeage_resnet_slim": dict(layers=[1, 1, 1, 1], channels=(32, 64, 128, 256), stem_width=16, stem_type="deep_tiered",
+                                avg_down=True),
+}
+ARCH_FAMILIES = ("convnext", "resnet")  # timm families whose last stage last_stage() knows
 
 
 def create_backbone(arch: str) -> nn.Module:
-    """A ConvNeXt with one input channel and no classifier (``num_classes=0``), never pretrained."""
-    import timm
+    """A timm ConvNeXt or ResNet with one input channel and no classifier (``num_classes=0``), never
+    pretrained. ResNets (batch norm) learn from scratch in far fewer epochs than ConvNeXts (layer norm),
+    which matters on a CPU; the paper's ConvNeXt stays the default."""
+    import timm  # imported where used: timm takes seconds to import, and the CLI and pages start without it
     from timm.models.convnext import ConvNeXt
+
+    from timm.models.resnet import BasicBlock, ResNet
 
     if arch in _VARIANTS:
         return ConvNeXt(in_chans=1, num_classes=0, **_VARIANTS[arch])
-    if not arch.startswith("convnext"):
-        raise ModelError(f"Architecture {arch!r} is not a ConvNeXt; use a timm convnext_* name or one of {sorted(_VARIANTS)}.")
+    if arch in _RESNETS:
+        return ResNet(BasicBlock, in_chans=1, num_classes=0, **_RESNETS[arch])
+    if not arch.startswith(ARCH_FAMILIES):
+        raise ModelError(f"Architecture {arch!r} is neither a ConvNeXt nor a ResNet; use a timm convnext_* or resnet* "
+                         f"name or one of {sorted(_VARIANTS | _RESNETS)}.")
     try:
         return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=1)
     except RuntimeError as e:
         raise ModelError(f"timm does not know the architecture {arch!r} ({e}).") from None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     arch: str = "kneeage_convnext_zepto"
     input_size: int = 256
@@ -61,8 +77,13 @@ class ModelConfig:
         return (["sex"] if self.use_sex else []) + (["chronological_age"] if self.use_chron_age else [])
 
 
+def last_stage(backbone: nn.Module) -> nn.Module:
+    """The backbone's last feature stage (Grad-CAM's layer)."""
+    return backbone.stages[-1] if hasattr(backbone, "stages") else backbone.layer4
+
+
 class BoneAgeNet(nn.Module):
-    """Image features ⊕ side inputs (sex as 1 = male, 0 = female; chronological age / 216) → bone age."""
+    """Image features ⊕ side inputs (sex as 1 = male, 0 = female; chronological age / 216, i.e. 18 years) → bone age."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -80,7 +101,7 @@ class BoneAgeNet(nn.Module):
         if self.cfg.use_chron_age:
             if chron is None:
                 raise ModelError("This model needs the chronological age as an input.")
-            cols.append(chron.float() / 216.0)
+            cols.append(chron.float() / TRAINED_MAX_MONTHS)
         return torch.stack(cols, 1) if cols else None
 
     def forward(self, x: torch.Tensor, sex: torch.Tensor, chron: torch.Tensor | None = None) -> torch.Tensor:
@@ -116,7 +137,7 @@ class ModelCard:
     fold_metrics: list = field(default_factory=list)
     interval: dict = field(default_factory=dict)  # calibrated half-widths, coverage
     qc: dict = field(default_factory=dict)  # thresholds for quality flags
-    label_range_months: tuple = (0.0, 216.0)
+    label_range_months: tuple = (0.0, TRAINED_MAX_MONTHS)
     results: dict = field(default_factory=dict)
     notes: str = ""
     imported: dict = field(default_factory=dict)  # an ONNX/TorchScript model's declarative card (kneeage.imported)
@@ -142,22 +163,12 @@ class ModelCard:
 
 
 def save_fold(model: BoneAgeNet, model_dir: Path, fold: int, half: bool = True) -> Path:
-    from safetensors.torch import save_file
-
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.detach().to("cpu").half() if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
           for k, v in _unwrap(model).state_dict().items()}
-    path = model_dir / f"fold_{fold}.safetensors"
-    tmp = path.with_suffix(".tmp")
-    save_file(sd, str(tmp))
-    tmp.replace(path)
-    return path
+    return atomic_write(Path(model_dir) / f"fold_{fold}.safetensors", lambda tmp: save_file(sd, str(tmp)))
 
 
 def load_fold(cfg: ModelConfig, path: Path) -> BoneAgeNet:
-    from safetensors.torch import load_file
-
     model = BoneAgeNet(cfg)
     sd = load_file(str(path))
     ref = model.state_dict()
@@ -169,10 +180,7 @@ def load_fold(cfg: ModelConfig, path: Path) -> BoneAgeNet:
 
 
 def save_card(card: ModelCard, model_dir: Path) -> None:
-    p = Path(model_dir) / CARD
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(card.to_json())
-    tmp.replace(p)
+    atomic_write(Path(model_dir) / CARD, card.to_json())
 
 
 def load_card(model_dir: Path) -> ModelCard:

@@ -28,12 +28,22 @@ Model (full account and sources in docs/phantoms.md):
 
 from __future__ import annotations
 
+import io
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pydicom
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
+from .conventions import DAYS_PER_MONTH
 from .reference import sd_months
 
 BOY_TEMPO = 15.0 / 17.0
@@ -66,6 +76,10 @@ class PhantomTruth:
     magnification: float = 1.0
     region_px: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # knee (or hand) region x0, y0, x1, y1
     artefacts: str = ""  # ";"-joined: harris_lines, cast, metal
+    # Where the physes (growth plates, or their scars once fused) run, in pixels: one polyline of (column, row)
+    # points per physis (knee: distal femur, proximal tibia, and the fibula once its head has ossified). What a
+    # saliency map should find (bench/saliency_physes.py); empty for hands.
+    physes_px: tuple = ()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -317,7 +331,7 @@ def _expose(rng, acq: _Acq, soft_mm, bone_mm, marker: str, metal_mm=None):
 
 
 def _finish_film(rng, canvas: _Canvas, soft, bone, kind, bone_age_months, sex, t, physis_open, epi_ratio,
-                 mature, box_mm, artefacts=(), metal=None) -> Phantom:
+                 mature, box_mm, artefacts=(), metal=None, physes_mm=()) -> Phantom:
     """Expose the thickness maps and record the truth (the region of interest in pixels too)."""
     acq = canvas.acq
     side = "L" if acq.flip else "R"
@@ -325,18 +339,19 @@ def _finish_film(rng, canvas: _Canvas, soft, bone, kind, bone_age_months, sex, t
     cols, rows = canvas.to_pixel(np.array([box_mm[0], box_mm[2], box_mm[0], box_mm[2]]),
                                  np.array([box_mm[1], box_mm[1], box_mm[3], box_mm[3]]))
     box_px = (float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max()))
+    physes = tuple(tuple((round(float(c), 2), round(float(r), 2)) for c, r in zip(*canvas.to_pixel(xs, ys)))
+                   for xs, ys in physes_mm)
     truth = PhantomTruth(kind=kind, bone_age_months=float(bone_age_months), sex=sex, maturity_years=float(t),
                          laterality=side, pixel_spacing_mm=float(acq.spacing), photometric=acq.photometric,
                          bits_stored=acq.bits, rotation_deg=acq.rotation, exposure=acq.exposure,
                          physis_open=float(physis_open), femoral_epiphysis_ratio=float(epi_ratio),
                          skeletally_mature=bool(mature), detector_mm=f"{acq.detector_mm[1]}x{acq.detector_mm[0]}",
-                         magnification=float(acq.magnification), region_px=box_px, artefacts=";".join(artefacts))
+                         magnification=float(acq.magnification), region_px=box_px, artefacts=";".join(artefacts),
+                         physes_px=physes)
     return Phantom(stored=stored, pixels=img, truth=truth)
 
 
 def _burn_marker(img, letter, acq: _Acq, rng):
-    from PIL import Image, ImageDraw, ImageFont
-
     h = max(8, int(acq.rows * 0.04))
     try:
         font = ImageFont.load_default(size=h)
@@ -561,8 +576,13 @@ def render_knee(bone_age_months: float, sex: str, rng: np.random.Generator | int
                      + cv.rod(sx + 0.05 * W, phys_f - 0.18 * W, phys_f + 0.16 * W, lambda y: 0.012 * W + 0 * y)
                      + cv.ellipse(sx, phys_f - 0.18 * W, 0.07 * W, 0.012 * W, 0.012 * W))
     box = (-0.65 * W, phys_f - 0.5 * W, 0.65 * W, phys_t + 0.5 * W)
+    xf, xt = np.linspace(-W / 2, W / 2, 17), tx + np.linspace(-Wt / 2, Wt / 2, 17)
+    physes = [(xf, phys_f + und_f(xf)), (xt, phys_t + und_t(xt))]
+    if m["fib_size"] > 0:
+        xb = fx + np.linspace(-0.08, 0.08, 5) * W
+        physes.append((xb, np.full_like(xb, fib_phys)))
     return _finish_film(rng, cv, soft, bone, "knee", bone_age_months, sex, t, 1 - m["fuse_f"], m["epi_ratio_f"],
-                        m["mature"], box, artefacts, metal)
+                        m["mature"], box, artefacts, metal, physes)
 
 
 # ------------------------------------------------------------------------------------- hand
@@ -709,7 +729,7 @@ COHORT_SYNTAXES = (
 #: Reader noise of a Greulich-Pyle read (months, SD): inter-observer SDs of about half a year are
 #: reported (King et al., Pediatr Radiol 1994;24:600; Bull et al., Arch Dis Child 1999;81:172).
 READER_SD_MONTHS = 6.0
-MONTH_DAYS = 365.25 / 12
+MONTH_DAYS = DAYS_PER_MONTH  # kneeage.conventions
 
 
 def bone_age_sd_months(chron_months: np.ndarray, sex: str) -> np.ndarray:
@@ -722,10 +742,6 @@ def bone_age_sd_months(chron_months: np.ndarray, sex: str) -> np.ndarray:
 def write_dicom(path, stored: np.ndarray, truth: PhantomTruth, *, birth, study, patient_id: str,
                 syntax: str = "1.2.840.10008.1.2.1", body_part: str = "KNEE") -> None:
     """Write one phantom as a CR DICOM file (unique UIDs; identifying fields are synthetic)."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
-
     sop_class = "1.2.840.10008.5.1.4.1.1.1"  # CR Image Storage
     ds = pydicom.Dataset()
     ds.file_meta = FileMetaDataset()
@@ -769,11 +785,6 @@ def write_dicom(path, stored: np.ndarray, truth: PhantomTruth, *, birth, study, 
 def _write_subject(args) -> tuple[dict, dict]:
     """Render and write subject ``i`` of cohort ``seed`` (its own random stream: results do not depend
     on how many workers write the cohort)."""
-    from datetime import date, timedelta
-    from pathlib import Path
-
-    from PIL import Image
-
     out, i, seed, size, hands, fmt = args
     out = Path(out)
     rng = np.random.default_rng([seed, i])
@@ -828,17 +839,11 @@ def write_cohort(out, n: int, seed: int = 0, size: int = 512, hands: bool = Fals
     knee film's date. ``fmt`` is "dicom" (CR, a mix of transfer syntaxes) or "png" (16-bit).
     Returns the manifest as a pandas DataFrame.
     """
-    from pathlib import Path
-
-    import pandas as pd
-
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     jobs = [(str(out), i, seed, size, hands, fmt) for i in range(n)]
     results = []
     if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(workers) as ex:
             for k, r in enumerate(ex.map(_write_subject, jobs, chunksize=8)):
                 results.append(r)
@@ -866,9 +871,6 @@ DEMO_CASES = (
 def demo_case_dicom(index: int, size: int = 512) -> tuple[str, bytes]:
     """One of :data:`DEMO_CASES` rendered on the fly as a DICOM file in memory (name, bytes); sex
     and birth/study dates are in the header, as a real file would carry them."""
-    import io
-    from datetime import date, timedelta
-
     label, ba, sex, chron = DEMO_CASES[index]
     ph = render_knee(ba, sex, np.random.default_rng([777, index]), size)
     study = date(2026, 1, 15)

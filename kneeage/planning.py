@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from . import mrmc
 from .errors import StatsError
 from .stats import _Result
 
@@ -250,8 +251,6 @@ def pilot_components(orh_result) -> dict:
 def pilot_from_reads(reads: pd.DataFrame, fom: str = "mae") -> dict:
     """Pilot variance components from a reader study's reads table (first reads, assisted vs
     unassisted, ORH with random readers and cases), plus the observed difference."""
-    from . import mrmc
-
     ok = reads[(reads.unreadable == 0) & reads.estimate_months.notna() & reads.reference_bone_age_months.notna()
                & (reads["repeat"] == 0)] if len(reads) else reads
     sec = mrmc.study_analysis(ok, foms=(fom,)).get("assisted_vs_unassisted") if len(ok) else None

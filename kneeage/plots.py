@@ -10,6 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import stats
+from .imaging import png_data_uri, to_uint8
+from .viewer import shuttered
 
 DEMO_NOTE = "Synthetic demo model on synthetic phantoms — not a clinical model."
 _BANDS = {"bias": "rgba(0,0,0,0.08)", "limit": "rgba(239,85,59,0.10)"}
@@ -17,9 +19,9 @@ _BANDS = {"bias": "rgba(0,0,0,0.08)", "limit": "rgba(239,85,59,0.10)"}
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, note: str | None) -> go.Figure:
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white",
-                      margin=dict(l=60, r=20, t=60, b=60 if note else 40), hovermode="closest")
+                      margin=dict(l=60, r=20, t=60, b=90 if note else 40), hovermode="closest")
     if note:
-        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.18, showarrow=False,
+        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.27, showarrow=False,
                            font=dict(size=11, color="#a33"), xanchor="left")
     return fig
 
@@ -67,7 +69,9 @@ def error_by_group(df: pd.DataFrame, error: str = "error", group: str = "age_ban
     for key, g in (df.groupby(color, observed=True) if color and color in df else [("all", df)]):
         fig.add_trace(go.Box(x=g[group].astype(str), y=g[error], name=str(key), boxmean=True))
     fig.add_hline(y=0, line_color="grey")
+    order = list(df[group].cat.categories) if isinstance(df[group].dtype, pd.CategoricalDtype) else sorted(df[group].astype(str).unique())
     fig.update_layout(boxmode="group")
+    fig.update_xaxes(categoryorder="array", categoryarray=[str(c) for c in order])  # age bands in age order
     return _layout(fig, title, group.replace("_", " "), "predicted − reference (months)", note)
 
 
@@ -94,11 +98,8 @@ def forest(rows: pd.DataFrame, label: str = "label", estimate: str = "estimate",
 def crop_figure(pixels: np.ndarray, box: Sequence[int], max_side: int = 512) -> go.Figure:
     """The radiograph (axes in original pixels) with the crop box drawn on it; box-select on it to
     choose a new box (an invisible grid of points makes the selection report back)."""
-    from .imaging import to_uint8
-    from .report import png_data_uri
-
     h, w = pixels.shape
-    small = to_uint8(pixels, max_side)
+    small = to_uint8(shuttered(pixels), max_side)  # collimation black: no white frame in a dark theme
     scale = w / small.shape[1]
     fig = go.Figure(go.Image(source=png_data_uri(small), x0=0, y0=0, dx=scale, dy=scale, hoverinfo="skip"))
     gx, gy = np.meshgrid(np.linspace(0, w, 40), np.linspace(0, h, 40))
@@ -107,6 +108,7 @@ def crop_figure(pixels: np.ndarray, box: Sequence[int], max_side: int = 512) -> 
     x0, y0, x1, y1 = box
     fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="#ff4b4b", width=2))
     fig.update_layout(dragmode="select", margin=dict(l=0, r=0, t=0, b=0), height=420,
+                      paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",  # no light frame in a dark theme
                       xaxis=dict(visible=False, range=[0, w]), yaxis=dict(visible=False, range=[h, 0], scaleanchor="x"))
     return fig
 
@@ -196,8 +198,6 @@ def study_figures(reads: pd.DataFrame, analysis: dict) -> dict[str, go.Figure]:
 
 def radiograph_figure(image01: np.ndarray, height: int = 640) -> go.Figure:
     """A zoomable, pannable grayscale radiograph."""
-    from .report import png_data_uri
-
     h, w = image01.shape
     fig = go.Figure(go.Image(source=png_data_uri((np.clip(image01, 0, 1) * 255).astype(np.uint8)), hoverinfo="skip"))
     fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=height, dragmode="zoom",

@@ -1,31 +1,34 @@
 """Inference: the fold ensemble with flip test-time augmentation, calibrated interval, QC flags and
-saliency (captum: vanilla gradient, SmoothGrad, Grad-CAM on the last ConvNeXt stage)."""
+saliency (captum: vanilla gradient, SmoothGrad, Grad-CAM on the backbone's last stage)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+from scipy import ndimage
 
+from . import units
+from .calibration import half_width
+from .config import BUNDLED_MODELS, default_model_dir, models_root
+from .conventions import is_knee_part, require_sex
 from .errors import InputError, ModelError
+from .imported import load_runner
 from .localise import Framer, Framing, Localiser
-from .model import ModelCard, fold_paths, load_card, load_fold, model_hash
+from .model import ModelCard, fold_paths, last_stage, load_card, load_fold, model_hash
 from .preprocess import normalise
-from .train import half_width
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
-DEFAULT_MODEL_DIR = MODELS_ROOT / "demo"
+DEFAULT_MODEL_DIR = BUNDLED_MODELS / "demo"  # the bundled demo model (the default is config.default_model_dir())
 
 
-def list_models(root: str | Path = MODELS_ROOT) -> dict[str, Path]:
-    """Installed model directories (those holding a model_card.json) by name, the demo model first."""
-    root = Path(root)
+def list_models(root: str | Path | None = None) -> dict[str, Path]:
+    """Installed model directories (those holding a model_card.json) by name, the demo model first; ``root``
+    defaults to $KNEEAGE_MODELS, else the project's models/."""
+    root = Path(root) if root is not None else models_root()
     dirs = sorted((p.parent for p in root.glob("*/model_card.json")), key=lambda p: (p.name != "demo", p.name))
     return {p.name: p for p in dirs}
 
@@ -35,11 +38,28 @@ FLAG_TEXT = {
     "outside_age_range": "The estimate lies at or beyond the edge of the ages the model was trained on.",
     "folds_disagree": "The ensemble's folds disagree more than usual on this image.",
     "skeletally_mature": "Skeletally mature at the knee as far as this model can tell.",
+    "box_misses_knee": "Your box does not contain the knee this model finds on the film; check the box, or override if you are sure.",
 }
 # Flags that withhold the number: the model refuses (not a knee, far from its training images) or can only
 # say "at least" (a knee at the top of the trained range: censored). Validation and reader-study analyses
 # leave withheld cases out of agreement statistics and count them by reason.
-REFUSALS = ("not_a_knee", "unlike_training", "skeletally_mature")
+REFUSALS = ("not_a_knee", "box_misses_knee", "unlike_training", "skeletally_mature")
+# The saliency map shown by default where a model's card records no measurement: on phantom knees the
+# gradient maps put more of their mass on the physes than Grad-CAM, which lights up soft tissue and the
+# input's corners (bench/saliency_physes.py; docs/saliency.md).
+DEFAULT_SALIENCY = "gradient"
+
+
+@dataclass(frozen=True)
+class PreparedCase:
+    """One case ready for the model: its input (None when it could not be prepared, ``error`` saying why)."""
+
+    key: object
+    input: np.ndarray | None
+    sex: str | None = None
+    chron: float | None = None
+    body_part: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +74,7 @@ class Prediction:
     synthetic_demo: bool
     feature_distance: float = field(default=float("nan"))
     censored_from_months: float | None = None  # "skeletally mature": the bone age is at least this
+    interval_widened: bool = False  # the folds disagreed beyond the calibrated interval, which now holds them all
 
     @property
     def flag_messages(self) -> list[str]:
@@ -74,6 +95,8 @@ class Prediction:
             return "No bone age: this does not look like a knee radiograph to the model."
         if self.refusal == "unlike_training":
             return "No bone age: the image is too unlike the model's training images to be read."
+        if self.refusal == "box_misses_knee":
+            return "No bone age: your box does not contain the knee this model finds on the film; check the box."
         return None
 
     def as_dict(self) -> dict:
@@ -93,22 +116,19 @@ def interval_text(interval, digits: int = 1) -> str:
 
 
 def years_months(months: float) -> str:
-    """12.5 → '1 y 0 mo' style text for display (rounded to whole months)."""
-    m = int(round(months))
-    return f"{m // 12} y {m % 12} mo"
+    """12.5 → '1 y 1 mo' style text for display (rounded half up to whole months; see kneeage.units)."""
+    return units.years_months(months)
 
 
 class Predictor:
     """Loads a model directory once; predicts bone age for images (numpy, [0, 1], bone bright)."""
 
-    def __init__(self, model_dir: str | Path = DEFAULT_MODEL_DIR, device: str | None = None):
-        self.model_dir = Path(model_dir)
+    def __init__(self, model_dir: str | Path | None = None, device: str | None = None):
+        self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self.card: ModelCard = load_card(self.model_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.runner = None  # an imported ONNX/TorchScript model (kneeage.imported) runs through its runner
         if self.card.imported:
-            from .imported import load_runner
-
             self.runner = load_runner(self.model_dir, self.card.imported, device)
             self.models = []
         else:
@@ -134,6 +154,17 @@ class Predictor:
         if self.runner is not None:
             return self.runner.standard_input
         return self.framer.spacing_mm is None and self.framer.localiser is None
+
+    @property
+    def default_saliency(self) -> str:
+        """The saliency method shown first: the one the model card records as pointing most at the physes
+        (``results.saliency_on_physes``, measured by bench/saliency_physes.py), else :data:`DEFAULT_SALIENCY`."""
+        methods = self.saliency_methods
+        measured = (self.card.results or {}).get("saliency_on_physes", {}).get("default")
+        for m in (measured, DEFAULT_SALIENCY, *methods):
+            if m in methods:
+                return m
+        return DEFAULT_SALIENCY
 
     @property
     def saliency_methods(self) -> tuple[str, ...]:
@@ -200,15 +231,24 @@ class Predictor:
             out.append(self._prediction(float(mean[i]), per_fold[:, i], None if feats is None else feats[i], body_parts[i], sexes[i]))
         return out
 
+    def predict_batches(self, cases: Iterable[PreparedCase], batch: int = 8) -> Iterator[list[tuple[PreparedCase, Prediction | None]]]:
+        """The batched inference loop: prepared cases (taken lazily, so decoding can run ahead) predicted
+        ``batch`` at a time; yields each batch's cases with their predictions (None for a case that could not
+        be prepared: its ``error`` says why)."""
+        it = iter(cases)
+        while chunk := list(islice(it, batch)):
+            ok = [c for c in chunk if c.input is not None]
+            preds = iter(self.predict_many([c.input for c in ok], [c.sex for c in ok], [c.chron for c in ok],
+                                           [c.body_part for c in ok]) if ok else [])
+            yield [(c, next(preds) if c.input is not None else None) for c in chunk]
+
     def _prediction(self, ba: float, folds: np.ndarray, feat: torch.Tensor, body_part, sex: str | None = None) -> Prediction:
         card, qc = self.card, self.card.qc or {}
         flags = []
         dist = float("nan")
         if self._mu is not None and feat is not None:
             dist = float(torch.sqrt((((feat - self._mu) / self._sd) ** 2).mean()))
-        expected = card.config.body_part.upper()
-        bp = (body_part or "").upper()
-        if (bp and expected not in bp and bp not in ("LEG", "LOWER LIMB", "LOWERLIMB", "EXTREMITY")) or dist > qc.get("not_knee_distance", np.inf):
+        if not is_knee_part(body_part, card.config.body_part) or dist > qc.get("not_knee_distance", np.inf):
             flags.append("not_a_knee")
         elif dist > qc.get("unlike_training_distance", np.inf):
             flags.append("unlike_training")
@@ -226,9 +266,17 @@ class Predictor:
         if thr and len(folds) > 1 and float(np.std(folds)) > thr:
             flags.append("folds_disagree")
         hw = half_width(card.interval, ba)  # NaN when the card gives no interval rule: the interval is then unknown
+        interval, widened = (float("nan"), float("nan")), False
+        if np.isfinite(hw):
+            lo, hi = ba - hw, ba + hw
+            if len(folds) > 1:  # the calibrated width holds typical fold spread; wider disagreement widens it
+                lo, hi = min(lo, float(np.min(folds))), max(hi, float(np.max(folds)))
+                widened = (lo, hi) != (ba - hw, ba + hw)
+            interval = (max(0.0, lo), hi)
         return Prediction(
             bone_age_months=ba,
-            interval_months=(max(0.0, ba - hw), ba + hw) if np.isfinite(hw) else (float("nan"), float("nan")),
+            interval_months=interval,
+            interval_widened=widened,
             interval_level=float(card.interval.get("level", float("nan"))),
             fold_values_months=tuple(float(v) for v in folds),
             flags=tuple(flags),
@@ -244,11 +292,10 @@ class Predictor:
         """Saliency map over the model input (S, S), scaled to [0, 1], from fold 0.
 
         ``gradient``: |d output / d pixel|; ``smoothgrad``: the same averaged over ``samples`` noisy
-        copies (noise SD 0.15 of the input range); ``gradcam``: Grad-CAM on the last ConvNeXt stage,
+        copies (noise SD 0.15 of the input range); ``gradcam``: Grad-CAM on the backbone's last stage,
         upsampled to the input.
         """
-        from captum.attr import LayerGradCam, NoiseTunnel, Saliency
-        from captum.attr import LayerAttribution
+        from captum.attr import LayerAttribution, LayerGradCam, NoiseTunnel, Saliency  # imported where used: slow to import
 
         if self.runner is not None:  # TorchScript: gradient, SmoothGrad; ONNX: refused with the reason
             return _scale_saliency(self.runner.attribution(model_input, sex, method, chron_months, samples), method)
@@ -267,7 +314,7 @@ class Predictor:
                 a = NoiseTunnel(Saliency(fwd)).attribute(x, nt_type="smoothgrad", nt_samples=samples,
                                                          nt_samples_batch_size=samples, stdevs=0.6, target=0, abs=True)
             elif method == "gradcam":
-                layer = model.backbone.stages[-1]
+                layer = last_stage(model.backbone)
                 cam = LayerGradCam(fwd, layer).attribute(x, target=0, relu_attributions=True)
                 a = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
             else:
@@ -279,17 +326,13 @@ def _scale_saliency(m: np.ndarray, method: str) -> np.ndarray:
     """An attribution map → [0, 1]: smoothed (except Grad-CAM), divided by its 99.5th percentile."""
     m = np.abs(np.asarray(m, np.float32))
     if method != "gradcam":
-        from scipy import ndimage
-
         m = ndimage.gaussian_filter(m, 2)
     top = np.percentile(m, 99.5)
     return np.clip(m / top, 0, 1) if top > 0 else np.zeros_like(m)
 
 
 def _sex_code(sex) -> float:
-    if sex not in ("F", "M"):
-        raise InputError(f"Sex must be F or M, not {sex!r}.")
-    return 1.0 if sex == "M" else 0.0
+    return 1.0 if require_sex(sex) == "M" else 0.0
 
 
 def overlay(image01: np.ndarray, saliency01: np.ndarray, opacity: float = 0.5) -> np.ndarray:
@@ -299,27 +342,3 @@ def overlay(image01: np.ndarray, saliency01: np.ndarray, opacity: float = 0.5) -
     heat = np.stack([np.clip(2 * s, 0, 1), np.clip(2 * s - 0.6, 0, 1), np.clip(1.5 * s - 1.2, 0, 1) * 0.5], -1)
     a = (opacity * np.clip(s * 1.5, 0, 1))[..., None]
     return ((g * (1 - a) + heat * a) * 255 + 0.5).astype(np.uint8)
-
-
-def pseudolabel(manifest: str | Path, hand_model: str | Path, out: str | Path | None = None,
-                column: str = "pseudo_bone_age_months") -> "pd.DataFrame":
-    """Run a hand bone-age model on each case's paired hand film (column ``hand_image``) and write
-    the estimates to ``column`` (transfer from a hand model). Rows without a hand film stay empty."""
-    import pandas as pd
-
-    from .evaluate import predict_manifest
-
-    manifest = Path(manifest)
-    df = pd.read_csv(manifest)
-    if "hand_image" not in df.columns:
-        raise InputError(f"{manifest.name}: column 'hand_image' is missing; pseudo-labels need the paired hand film.")
-    est = predict_manifest(Predictor(hand_model), manifest, "auto", image_column="hand_image")
-    values = df.case_id.map(dict(zip(est.case_id, est.predicted_bone_age_months.round(2))))
-    df[column] = values
-    out = Path(out) if out else manifest
-    if out.resolve().parent != manifest.resolve().parent:  # keep image paths valid from the new place
-        for col in ("image", "hand_image"):
-            if col in df.columns:
-                df[col] = [str((manifest.parent / v).resolve()) if isinstance(v, str) and v else v for v in df[col]]
-    df.to_csv(out, index=False)
-    return df

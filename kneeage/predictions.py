@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cohort import CohortCheck, ImageSource, check_cohort, read_manifest
-from .errors import InputError
+from .cohort import CohortCheck, ImageSource, SourceRef, check_cohort, read_manifest
+from .errors import InputError, KneeageError
+from .model import load_card
 from .store import Store
 
-PREFIX = "predictions:"
+PREFIX = SourceRef("predictions").text()  # "predictions:": a run's model_dir and a cohort's source say so
 PLACEHOLDER = "(no image)"
 _COLUMN = re.compile(r"(?!reference_|chronological_)(\w+)_bone_age_(months|years)")
 
@@ -33,7 +34,7 @@ class NoImages(ImageSource):
 
     def __init__(self, manifest_name: str = "manifest.csv"):
         self.label = "no images (predictions made elsewhere)"
-        self.spec = f"{PREFIX}{manifest_name}"
+        self.ref = SourceRef("predictions", manifest_name)
 
     def problem(self, name: str) -> str | None:
         return None
@@ -114,9 +115,8 @@ def record(store: Store, cohort_id: str, methods: dict[str, str]) -> list[str]:
 
 def ingest(store: Store, check: CohortCheck, name: str, site: str, manifest_name: str = "manifest.csv") -> tuple[str, list[str]]:
     """Store a checked predictions-only cohort and one run per prediction column: (cohort id, run ids)."""
-    from . import validation
-
-    cid = validation.ingest(store, check, name, site, NoImages(manifest_name))
+    cid = store.add_cohort(check.cases, name, site, NoImages(manifest_name).ref.text(), check.assumptions, False,
+                           check.fingerprint(name, site))
     return cid, record(store, cid, check.summary["predictions"])
 
 
@@ -135,9 +135,6 @@ def source_of(run: dict) -> str:
     spec = run.get("model_dir") or ""
     if spec.startswith(PREFIX):
         return f"made elsewhere: column {spec.removeprefix(PREFIX)} of the site's manifest, as given by the site"
-    from .errors import KneeageError
-    from .model import load_card
-
     try:
         card = load_card(Path(spec))
     except KneeageError:

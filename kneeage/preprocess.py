@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .errors import InputError
 
@@ -70,8 +71,6 @@ def crop(pixels: np.ndarray, box="full") -> np.ndarray:
 def to_input(pixels: np.ndarray, size: int, box="full", percentiles=(1, 99)) -> np.ndarray:
     """Region → square float32 image in [0, 1] of side ``size`` (aspect kept, zero padded); intensities
     clipped to the region's ``percentiles`` ((0, 100): its minimum and maximum)."""
-    from PIL import Image
-
     region = crop(pixels, box)
     f = max(region.shape) // (2 * size)
     if f >= 2:  # large images: average f×f blocks first (cheap, in Pillow), then the exact resize below
@@ -97,8 +96,6 @@ def window_input(pixels: np.ndarray, centre_xy, spacing_mm, size: int, out_spaci
     of an image whose pixels are ``spacing_mm`` (row, column) mm apart; what lies outside the image is 0.
     Intensities are clipped to the ``percentiles`` of the part inside the image, so the same anatomy
     gives the same input whatever the detector's pixel size (tested)."""
-    from PIL import Image
-
     h, w = pixels.shape
     sy, sx = (float(v) for v in spacing_mm)
     half_x, half_y = size * out_spacing_mm / 2 / sx, size * out_spacing_mm / 2 / sy

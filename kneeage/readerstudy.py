@@ -32,13 +32,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import mrmc, stats
-from .access import AccessError, check_not_locked, record_failure, scrypt_hash
+from . import growth, mrmc, stats, validation
+from .access import AccessError, attempt, fingerprint, matches, scrypt_hash, sign, verify
+from .cohort import FolderSource, check_cohort, open_source, read_case, read_manifest
+from .config import SHIPPED_STUDIES, home
+from .conventions import MAX_AGE_MONTHS
 from .errors import InputError
+from .phantom import write_cohort
+from .predict import Predictor
 from .store import Store, now
-
-SHIPPED = Path(__file__).resolve().parents[1] / "studies"  # protocols shipped with the project
+SHIPPED = SHIPPED_STUDIES  # protocols shipped with the project
 ARMS = ("unassisted", "assisted")
+# The reader's optional confidence, 1-5, with its anchors (shown on the scale and in the exports).
+CONFIDENCE = {1: "1 · a guess", 2: "2 · unsure", 3: "3 · fairly sure", 4: "4 · confident", 5: "5 · certain"}
 
 
 @dataclass(frozen=True)
@@ -149,20 +155,39 @@ def reader_order(protocol: Protocol, case_ids: list[str], reader_id: str, index:
     return [it | {"position": k, "reader_id": reader_id} for k, it in enumerate(items)]
 
 
-CODE_COST = 2**12  # scrypt cost of reader codes (72 random bits each)
+CODE_COST = 2**12  # scrypt cost of reader codes (74 random bits each)
+# Reader ids and codes use 30 characters that cannot be mistaken for one another when read aloud or typed
+# from a printout: no 0/O, 1/I/L, or U; case does not matter.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+CODE_GROUPS = 3  # the secret: three groups of five characters (15 × log2(30) ≈ 74 bits)
+
+
+def _random_text(n: int) -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(n))
 
 
 def _new_code(protocol: Protocol, rid: str) -> tuple[str, dict]:
-    """A personal access code and the columns that store it (hash, salt, expiry; never the code)."""
-    secret, salt = secrets.token_urlsafe(9), secrets.token_hex(16)
+    """A personal access code ("RID-XXXXX-XXXXX-XXXXX") and the columns that store it (hash, salt, expiry;
+    never the code)."""
+    secret, salt = _random_text(5 * CODE_GROUPS), secrets.token_hex(16)
+    shown = "-".join(secret[i : i + 5] for i in range(0, len(secret), 5))
     expires = (datetime.now(timezone.utc) + timedelta(days=protocol.code_days)).isoformat(timespec="seconds")
-    return f"{rid}-{secret}", {"code_hash": scrypt_hash(secret, salt, CODE_COST), "salt": salt, "expires": expires}
+    return f"{rid}-{shown}", {"code_hash": scrypt_hash(secret, salt, CODE_COST), "salt": salt, "expires": expires}
+
+
+def _secret_forms(secret: str) -> list[str]:
+    """What a typed secret may be hashed as: as typed (codes issued before release 18 were case-sensitive),
+    then without spaces and dashes, upper-case."""
+    clean = "".join(secret.split()).replace("-", "").upper()
+    return [secret] if clean == secret else [secret, clean]
 
 
 def invite(store: Store, study_id: str, name: str, role: str = "reader") -> str:
     """Create a reader and return their personal access code (shown once; only its hash is kept)."""
     protocol, case_ids = study_protocol(store, study_id)
-    rid = secrets.token_hex(3).upper()
+    rid = _random_text(6)
+    while store.reader(rid) is not None:  # ids are short; never reuse one
+        rid = _random_text(6)
     code, stored = _new_code(protocol, rid)
     index = len(store.readers(study_id))
     store.add_reader({"id": rid, "study_id": study_id, "name": name.strip() or f"Reader {index + 1}", "role": role,
@@ -197,12 +222,33 @@ def authenticate(store: Store, code: str, clients: tuple[str, ...] = (), clock=t
     """The reader a code belongs to; refuses bad, expired or revoked codes. Wrong codes count against the
     client and the code's reader (see :mod:`kneeage.access` for the lock-out rules)."""
     rid, _, secret = str(code).strip().partition("-")
-    rid = rid.upper()
-    check_not_locked(store, f"reader:{rid}", clients, clock)
+    rid = rid.strip().upper()
     r = store.reader(rid) if rid else None
-    if r is None or not secret or not hmac.compare_digest(scrypt_hash(secret, r["salt"], CODE_COST), r["code_hash"]):
-        record_failure(store, f"reader:{rid}", clients, clock)
-        raise AccessError("This access code is not valid.")
+    attempt(store, f"reader:{rid}", clients, lambda: r is not None and bool(secret) and any(
+        matches(s, r["salt"], r["code_hash"], CODE_COST) for s in _secret_forms(secret.strip())),
+        "This access code is not valid.", clock)
+    reader = {k: r[k] for k in ("id", "study_id", "name", "role")} | {"code": r["code_hash"][:16]}
+    check_standing(store, reader)
+    return reader
+
+
+def session_token(store: Store, reader: dict) -> str:
+    """A signed token that keeps this reader signed in across page reloads for a reading session
+    (:data:`kneeage.access.SESSION_HOURS`), never longer than the code's own validity. It carries the reader
+    id and a keyed fingerprint of the code, not the code: a revoked, re-issued or expired code ends it."""
+    r = store.reader(reader["id"])
+    return sign({"r": r["id"], "f": fingerprint(r["code_hash"])})
+
+
+def reader_from_token(store: Store, token: str | None) -> dict | None:
+    """The signed-in reader a session token stands for (checked like every request: revoked, re-issued or
+    expired codes are refused with AccessError), or None for a token that is not valid or has expired."""
+    payload = verify(token)
+    r = store.reader(str(payload.get("r", ""))) if payload else None
+    if r is None or not hmac.compare_digest(str(payload.get("f", "")), fingerprint(r["code_hash"])):
+        if r is not None:  # the code was re-issued since: say so, as for an open session
+            raise AccessError("This access code has been replaced by a new one; use the code the study PI gave you last.")
+        return None
     reader = {k: r[k] for k in ("id", "study_id", "name", "role")} | {"code": r["code_hash"][:16]}
     check_standing(store, reader)
     return reader
@@ -288,25 +334,23 @@ def _task(store: Store, reader: dict, protocol: Protocol, item: dict, done: int,
 
 def task_image(store: Store, reader: dict, task: Task):
     """The radiograph for a task (a Radiograph), read from the cohort's stored image source."""
-    from .cohort import open_source
-    from .imaging import load_radiograph
-
     check_standing(store, reader)
     study = store.study(reader["study_id"])
     cohort = store.cohort(study["cohort_id"])
     image = store.case_facts(study["cohort_id"], task.case_id)["image"]
-    return load_radiograph(open_source(cohort["source"]).read(image), name=task.case_id)
+    return read_case(open_source(cohort["source"]), image).radiograph
 
 
 def submit(store: Store, reader: dict, task: Task, estimate_months: float | None, seconds: float,
            confidence: int | None = None, unreadable_reason: str | None = None) -> str:
-    """Save one answer at once. Estimates must lie in 0-240 months; an unreadable case needs a reason."""
+    """Save one answer at once. Estimates must lie in 0-240 months (MAX_AGE_MONTHS); an unreadable case needs a reason."""
     mine = check_standing(store, reader, task.position)
     allow_changes = json.loads(store.study_protocol_json(reader["study_id"])).get("allow_changes", False)
     unreadable = bool(unreadable_reason and unreadable_reason.strip())
     if not unreadable:
-        if estimate_months is None or not np.isfinite(estimate_months) or not 0 <= estimate_months <= 240:
-            raise InputError(f"case {task.case_id}: the estimate must lie between 0 and 240 months (0-20 years).")
+        if estimate_months is None or not np.isfinite(estimate_months) or not 0 <= estimate_months <= MAX_AGE_MONTHS:
+            raise InputError(f"case {task.case_id}: the estimate must lie between 0 and {MAX_AGE_MONTHS:.0f} months "
+                             f"(0-{MAX_AGE_MONTHS / 12:.0f} years).")
     if confidence is not None and not 1 <= confidence <= 5:
         raise InputError(f"case {task.case_id}: confidence must be 1 to 5.")
     if mine is None or mine["case_id"] != task.case_id:
@@ -344,27 +388,29 @@ def reads_table(store: Store, study_id: str) -> pd.DataFrame:
     return df
 
 
-def _boot_pairs(a: pd.DataFrame, n_boot: int, seed: int) -> tuple[float, tuple[float, float]]:
-    """Assisted minus unassisted MAE pooled over readers, with a bootstrap over both readers and cases
-    (two-stage: resample readers, then cases, each with replacement; percentile CI)."""
-    rng = np.random.default_rng(seed)
-    readers = a.reader_id.unique()
-    cases = a.case_id.unique()
-    piv = a.pivot_table(index="case_id", columns="reader_id", values="diff")
-    est = float(np.nanmean(piv.to_numpy()))
-    boots = []
-    for _ in range(n_boot):
-        r = rng.choice(readers, readers.size)
-        c = rng.choice(cases, cases.size)
-        boots.append(np.nanmean(piv.loc[c, r].to_numpy()))
-    lo, hi = np.nanquantile(boots, [0.025, 0.975])
-    return est, (float(lo), float(hi))
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """The PI dashboard's analysis of a reader study. A part that needs more reads than there are is None
+    (:func:`why_missing` says why); :meth:`as_dict` is analysis.json."""
+
+    n_reads: int
+    n_unreadable: int
+    readers: tuple  # per reader: n, median seconds, and per arm MAE (CI), bias, limits, clinical view, minus the model
+    orh: dict  # the primary analysis: Obuchowski-Rockette-Hillis MRMC (kneeage.mrmc)
+    model: dict | None = None  # the model on the same cases
+    pooled_bland_altman: dict | None = None  # all first reads against the reference
+    inter_reader_icc: tuple | None = None  # ICC(A,1) and ICC(A,k) of the unassisted reads
+    intra_reader: tuple | None = None  # per reader: repeat reads against first reads
+    assisted_vs_unassisted: dict | None = None  # the sensitivity analysis: bootstrap over readers and cases
+
+    def as_dict(self) -> dict:
+        keys = ("n_reads", "n_unreadable", "readers", "model", "pooled_bland_altman", "inter_reader_icc", "intra_reader",
+                "assisted_vs_unassisted", "orh")
+        return stats.json_ready({k: getattr(self, k) for k in keys if getattr(self, k) is not None})
 
 
-def analyse(store: Store, study_id: str, n_boot: int = 1000, reads: pd.DataFrame | None = None) -> dict:
+def analyse(store: Store, study_id: str, n_boot: int = 1000, reads: pd.DataFrame | None = None) -> StudyAnalysis:
     """The PI dashboard's analysis, all from kneeage.stats on :func:`reads_table` (pass it if you have it)."""
-    from . import growth
-
     df = reads_table(store, study_id) if reads is None else reads
     ok = df[(df.unreadable == 0) & df.estimate_months.notna() & df.reference_bone_age_months.notna()] if len(df) else df
     out: dict = {"n_reads": int(len(df)), "n_unreadable": int(df.unreadable.sum()) if len(df) else 0, "readers": []}
@@ -422,7 +468,7 @@ def analyse(store: Store, study_id: str, n_boot: int = 1000, reads: pd.DataFrame
             t = piv.reset_index().merge(first.drop_duplicates("case_id")[["case_id", "reference_bone_age_months", "model_months"]],
                                         on="case_id")
             t["diff"] = (t.assisted - t.reference_bone_age_months).abs() - (t.unassisted - t.reference_bone_age_months).abs()
-            est, ci = _boot_pairs(t, n_boot, 0)
+            est, ci = stats.bootstrap_readers_cases(t, "case_id", "reader_id", "diff", n_boot, seed=0)
             per = {rid: stats.compare_errors(g.assisted, g.unassisted, g.reference_bone_age_months, n_boot=n_boot).as_dict()
                    for rid, g in t.groupby("reader_id") if len(g) >= 3}
             m = t[t.model_months.notna()]
@@ -431,18 +477,87 @@ def analyse(store: Store, study_id: str, n_boot: int = 1000, reads: pd.DataFrame
                                              "pooled_mae_difference": est, "ci": list(ci), "per_reader": per,
                                              "share_moved_toward_model": moved, "n_pairs": int(len(t))}
     out["orh"] = mrmc.study_analysis(first)  # issue #21: the primary reader-study analysis (ORH MRMC)
-    return json.loads(json.dumps(out, default=float))
+    for key in ("readers", "inter_reader_icc", "intra_reader"):
+        if key in out:
+            out[key] = tuple(out[key])
+    return StudyAnalysis(**out)
+
+
+DEMO_COHORT = "synthetic demo cohort"  # the name of a cohort a protocol's [synthetic] section renders
+
+
+def demo_cohort_ids(store: Store) -> set[str]:
+    """Cohorts rendered for reader studies' demonstrations: they are not a site's validation cohorts, and the
+    validation page does not list their runs."""
+    studies, cohorts = store.studies(), store.cohorts()
+    if not len(studies) or not len(cohorts):
+        return set()
+    used = set(studies.cohort_id)
+    return {c.id for c in cohorts.itertuples() if c.id in used and c.site == "synthetic"
+            and str(c.name).startswith(DEMO_COHORT)}
+
+
+def why_missing(analysis: dict, reads: pd.DataFrame, protocol: Protocol | None = None) -> dict[str, str]:
+    """For each part of the analysis that is absent, the sentence that says why (what it needs, what there is)."""
+    out: dict[str, str] = {}
+    first = reads[(reads["repeat"] == 0) & (reads.unreadable == 0)] if len(reads) else reads
+    if not analysis.get("inter_reader_icc"):
+        un = first[first.arm == "unassisted"] if len(first) and "unassisted" in set(first.arm) else first
+        n_readers = int(un.reader_id.nunique()) if len(un) else 0
+        shared = 0
+        if n_readers >= 2:
+            per_case = un.groupby("case_id").reader_id.nunique()
+            shared = int((per_case == n_readers).sum())
+        out["Inter-reader ICC"] = (f"needs at least two readers who have read the same 3 or more cases; so far "
+                                   f"{n_readers} reader{'s' if n_readers != 1 else ''} "
+                                   + (f"with {shared} case{'s' if shared != 1 else ''} read by all." if n_readers >= 2
+                                      else "has read." if n_readers == 1 else "have read."))
+    if not analysis.get("assisted_vs_unassisted"):
+        if protocol is not None and not (protocol.assisted and protocol.unassisted):
+            out["Assisted vs unassisted"] = (f"this study's protocol has only the {'assisted' if protocol.assisted else 'unassisted'} "
+                                             "arm, so there is nothing to compare.")
+        else:
+            pairs = 0
+            if len(first) and {"assisted", "unassisted"} <= set(first.arm):
+                pairs = int(len(first.pivot_table(index=["reader_id", "case_id"], columns="arm",
+                                                  values="estimate_months").dropna()))
+            out["Assisted vs unassisted"] = (f"needs 3 or more cases that one reader has read in both arms; so far {pairs}"
+                                             + (" (the second arm opens after the washout)." if protocol is not None
+                                                and protocol.washout_days else "."))
+    if not analysis.get("intra_reader") and protocol is not None:
+        out["Intra-reader agreement"] = ("the protocol has no repeat reads." if not protocol.repeats
+                                         else "needs 3 or more repeated cases per reader; the repeats come at the end of each worklist.")
+    if not analysis.get("model"):
+        out["Model on the same cases"] = ("the study has no assisted arm, so no model run." if protocol is not None
+                                          and not protocol.assisted else "needs 3 or more read cases with the model's estimate.")
+    return out
+
+
+def describe(store: Store, study_id: str) -> str:
+    """What a study is made of and what to do next, for the PI (``study create`` prints it)."""
+    protocol, case_ids = study_protocol(store, study_id)
+    study = store.study(study_id)
+    cohort = store.cohort(study["cohort_id"])
+    arms = " and ".join(protocol.arms) + (f", then {protocol.repeats} repeat reads" if protocol.repeats else "")
+    lines = [
+        f"Created reader study {protocol.name!r} (id {study_id}).",
+        f"  cases: {len(case_ids)} from cohort {cohort['site']} · {cohort['name']} ({cohort['id']}), sampled {protocol.sampling}",
+        f"  arms: {arms}; order {protocol.order}" + (f", washout {protocol.washout_days:g} days" if protocol.washout_days else ""),
+        f"  model for the assisted arm: {store.run(study['run_id'])['model_name']}" if study["run_id"] else "  no model (unassisted only)",
+        f"  reader codes are valid for {protocol.code_days} days; readers see only their own worklist",
+        "Next:",
+        f"  1. invite readers:   python -m kneeage study invite {study_id} --reader \"Dr A\" --reader \"Dr B\"",
+        "  2. give each reader their code; they open the app (streamlit run app.py), choose Reading room and type it",
+        f"  3. follow progress:  python -m kneeage study status {study_id}   (or the Reader studies (PI) page)",
+        f"  4. export:           python -m kneeage study export {study_id} --out results/",
+    ]
+    return "\n".join(lines)
 
 
 def setup_study(store: Store, protocol: Protocol, predictor=None, cohort_id: str | None = None) -> str:
     """Create a study from a protocol: over a stored cohort, or over a synthetic cohort rendered from the
     protocol's ``[synthetic]`` section. When the assisted arm is on, the model is run on the cohort
     first (resuming an existing run of the same model)."""
-    from . import validation
-    from .cohort import FolderSource, check_cohort, open_source, read_manifest
-    from .phantom import write_cohort
-    from .store import home
-
     if cohort_id is None:
         if not protocol.synthetic:
             raise InputError(f"protocol {protocol.name!r}: give a cohort, or a [synthetic] section for a demo cohort.")
@@ -452,12 +567,8 @@ def setup_study(store: Store, protocol: Protocol, predictor=None, cohort_id: str
             write_cohort(folder, n, seed=seed, size=int(protocol.synthetic.get("size", 384)))
         source = FolderSource(folder)
         check = check_cohort(read_manifest(folder / "manifest.csv"), source, input_size=None)
-        cohort_id = validation.ingest(store, check, f"synthetic demo cohort (seed {seed})", "synthetic", source)
+        cohort_id = validation.ingest(store, check, f"{DEMO_COHORT} (seed {seed})", "synthetic", source)
     run_id = None
     if protocol.assisted:
-        if predictor is None:
-            from .predict import Predictor
-
-            predictor = Predictor()
-        run_id = validation.run_model(store, cohort_id, predictor, open_source(store.cohort(cohort_id)["source"]))
+        run_id = validation.run_model(store, cohort_id, predictor or Predictor(), open_source(store.cohort(cohort_id)["source"]))
     return create_study(store, protocol, cohort_id, run_id)

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .conventions import MAX_AGE_MONTHS, require_sex
 from .errors import InputError
-
-MAX_AGE_MONTHS = 240.0  # 20 years: the upper bound of every age kneeage accepts
 
 SOURCE = ("Greulich & Pyle (1959), Radiographic Atlas of Skeletal Development of the Hand and Wrist, "
           "2nd ed.: standard deviations of skeletal age, Brush Foundation Study")
@@ -35,14 +34,6 @@ BRUSH_SD_MONTHS = {
                            8.91, 9.10, 9.00, 9.79, 10.09, 10.38, 10.44, 10.72, 11.32, 12.86, 13.05])),
     "F": (_AGES[:-1], np.array([0.72, 1.16, 1.36, 1.77, 3.49, 4.64, 5.37, 5.97, 7.48, 8.98, 10.73, 11.65,
                                 10.23, 10.64, 10.23, 10.74, 11.73, 11.94, 10.24, 10.67, 11.30, 9.23, 7.31])),
-}
-
-# Ages (months) of the atlas's standard plates, for readers who snap to the nearest standard.
-GP_STANDARDS_MONTHS = {
-    "M": (0, 3, 6, 9, 12, 15, 18, 24, 30, 36, 42, 48, 54, 60, 72, 84, 96, 108, 120, 132, 138, 150, 156, 162,
-          168, 180, 186, 192, 204, 216, 228),
-    "F": (0, 3, 6, 9, 12, 15, 18, 24, 30, 36, 42, 48, 60, 72, 84, 96, 106, 120, 132, 144, 156, 162, 168, 180,
-          192, 204, 216),
 }
 
 CATEGORIES = ("delayed", "normal", "advanced")
@@ -64,16 +55,9 @@ class SDSResult:
                 f"({self.category}; ±2 SD, {self.source}).")
 
 
-def _sex(sex: str) -> str:
-    s = str(sex).strip().upper()[:1]
-    if s not in ("F", "M"):
-        raise InputError(f"sex must be F or M, got {sex!r}.")
-    return s
-
-
 def sd_months(chronological_age_months, sex: str) -> np.ndarray | float:
     """Brush Foundation SD of skeletal age at the given chronological age(s)."""
-    ages, sds = BRUSH_SD_MONTHS[_sex(sex)]
+    ages, sds = BRUSH_SD_MONTHS[require_sex(sex)]
     out = np.interp(np.asarray(chronological_age_months, float), ages, sds)
     return float(out) if out.ndim == 0 else out
 

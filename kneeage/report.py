@@ -5,7 +5,6 @@ formula (starting with = + - @) are written with a leading apostrophe."""
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -15,24 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-from . import __version__
-
-from .case import CaseResult
+from . import __version__, paper, plots, readerstudy
+from .case import CaseResult, interval_note
+from .imaging import png_data_uri
+from .mrmc import study_table
 from .predict import FLAG_TEXT, interval_text
+from .units import age_text, range_text
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}
 .flag{background:#fff3cd;border-left:4px solid #e0a800;padding:.5rem 1rem;margin:.5rem 0}
 .demo{background:#fde2e1;border-left:4px solid #c0392b;padding:.5rem 1rem;margin:.5rem 0}
 table{border-collapse:collapse}td,th{padding:.25rem .75rem;border-bottom:1px solid #ddd;text-align:left}
-.imgs{display:flex;gap:1rem}.imgs figure{margin:0}.imgs img{max-width:28rem;width:100%}"""
-
-
-def png_data_uri(image: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(image)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+.imgs{display:flex;flex-wrap:wrap;gap:1rem}.imgs figure{margin:0}
+.imgs img{width:18rem;height:18rem;max-width:100%;object-fit:contain;image-rendering:auto;background:#000}"""
 
 
 def case_json(result: CaseResult, growth=None) -> str:
@@ -55,24 +50,39 @@ def growth_html(growth) -> str:
             f"<table><tr><th>Quantity</th><th>Value (range)</th><th>Note</th><th>Source</th></tr>{rows}</table>{notes}")
 
 
+def growth_rows(growth) -> list[dict]:
+    """The growth panel as a table: quantity, value and its range over the bone-age interval (rounded), unit,
+    note, source."""
+    def r(v, unit):
+        return round(v, 1 if unit else 3)
+
+    return [{"quantity": i.label, "value": r(i.value, i.unit), "low": r(i.low, i.unit), "high": r(i.high, i.unit),
+             "unit": i.unit or "×", "note": i.note, "source": i.source} for i in growth.items]
+
+
 def case_html(result: CaseResult, model_input: np.ndarray, overlay_rgb: np.ndarray | None = None,
-              saliency_method: str | None = None, growth=None) -> str:
-    """A one-page report: flags first, then the numbers, the model input and the saliency overlay."""
+              saliency_method: str | None = None, growth=None, patient: dict | None = None,
+              when: datetime | None = None) -> str:
+    """A one-page report: date and the patient fields the user typed (never stored), flags first, then the
+    numbers (years and months, months in brackets), the model input and the saliency overlay at one size."""
     d = result.as_dict()
     e = html.escape
+    when = when or datetime.now().astimezone()
+    rows = [(k, v) for k, v in (patient or {}).items() if str(v or "").strip()]
+    rows.append(("Report date", f"{when:%Y-%m-%d %H:%M}"))
+    p = result.prediction
     if result.withheld:
-        rows = [("Bone age", f"withheld: {d['refusal_text']}")]
+        rows.append(("Bone age", f"withheld: {d['refusal_text']}"))
     else:
-        rows = [
-            ("Bone age", f"{d['bone_age_years_months']} ({d['bone_age_months']:.1f} months)"
+        rows += [
+            ("Bone age", age_text(p.bone_age_months)
              + (f" — OVERRIDDEN: the model withheld this number ({d['refusal_text']})" if d["overridden"] else "")),
-            (f"{d['interval_level']:.0%} interval", interval_text(d["interval_months"])),
-            ("Per-fold values (months)", ", ".join(f"{v:.1f}" for v in d["fold_values_months"])),
+            (f"{d['interval_level']:.0%} interval", range_text(*p.interval_months, none=interval_text(None))),
+            ("Per-fold values", ", ".join(age_text(v) for v in p.fold_values_months)),
         ]
     rows += [
-        ("Sex", d["sex"]),
-        ("Chronological age", "not given" if d["chronological_age_months"] is None
-         else f"{d['chronological_age_months']:.1f} months"),
+        ("Sex", {"F": "female", "M": "male"}.get(d["sex"], d["sex"])),
+        ("Chronological age", age_text(d["chronological_age_months"], none="not given")),
     ]
     if d["framing"] and d["framing"]["spacing_mm"]:
         f = d["framing"]
@@ -82,17 +92,23 @@ def case_html(result: CaseResult, model_input: np.ndarray, overlay_rgb: np.ndarr
     rows += [("Crop box (x0, y0, x1, y1)", ", ".join(map(str, d["crop_box"]))),
              ("Model", f"{d['model_name']} (hash {d['model_hash']})")]
     flags = "".join(f'<div class="flag">{e(FLAG_TEXT[f])}</div>' for f in d["flags"])
+    if result.overridden:
+        flags = f'<div class="demo">OVERRIDDEN: {e(d["refusal_text"] or "")} The number below is shown because the user asked for it.</div>' + flags
     demo = f'<div class="demo">{e(d["notice"])}</div>' if "notice" in d else ""
     table = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+    note = "" if result.withheld else f"<p><small>{e(interval_note(p))}</small></p>"
     imgs = f'<figure><img alt="model input" src="{png_data_uri((np.clip(model_input, 0, 1) * 255).astype(np.uint8))}"><figcaption>Model input</figcaption></figure>'
     if overlay_rgb is not None:
         imgs += f'<figure><img alt="saliency" src="{png_data_uri(overlay_rgb)}"><figcaption>Saliency: {e(saliency_method or "")}</figcaption></figure>'
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>kneeage report — {e(d['file'])}</title>"
             f"<style>{_CSS}</style></head><body><h1>Bone age from a knee radiograph</h1>"
-            f"<p>File: {e(d['file'])}</p>{demo}{flags}<table>{table}</table><div class='imgs'>{imgs}</div>"
+            f"<p>File: {e(d['file'])}</p>{demo}{flags}<table>{table}</table>{note}<div class='imgs'>{imgs}</div>"
             f"{growth_html(growth) if growth is not None else ''}"
-            f"<p><small>Generated locally by kneeage; this report contains no names, IDs or dates.</small></p>"
-            f"</body></html>")
+            f"<p><small>Generated locally by kneeage. "
+            + ("The patient fields above were typed by the user for this report and are not stored anywhere."
+               if any(str(v or "").strip() for v in (patient or {}).values())
+               else "This report contains no names or IDs.") + "</small></p>"
+            "</body></html>")
 
 
 def withheld_text(summary: dict) -> str:
@@ -147,52 +163,23 @@ def clinical_rows(clinical: dict | None) -> list[tuple[str, str]]:
 
 
 def validation_html(summary: dict, meta: dict, figures: dict) -> str:
-    """The validation report: identity, summary table, comparisons, figures (plotly inlined once)."""
+    """The validation report as a paper's results section (:func:`kneeage.paper.results_html`: methods, results
+    with CIs, tables, figures with plotly inlined once, references), then the details: identity, withheld cases,
+    the clinical view, recalibration."""
     e = html.escape
-    demo = ('<div class="demo">Synthetic demo model: these numbers show how the validation works; they are '
-            "not evidence about a clinical model.</div>") if meta.get("synthetic_demo") else ""
-    if partial_notice(summary):
-        demo += f'<div class="demo">{e(partial_notice(summary))}</div>'
-
-    def num(k, fmt="{:.2f}"):
-        v = summary.get(k)
-        return "—" if v is None else fmt.format(v)
-
-    def ci(k):
-        v = summary.get(k)
-        return "" if not v else f" ({v[0]:.2f} to {v[1]:.2f})"
-
-    rows = [("Cases (with prediction and reference)", f"{summary.get('n', 0)} of {summary.get('n_cases', 0)}"),
-            ("Failed to read", summary.get("n_failed", 0)),
+    rows = [("Failed to read", summary.get("n_failed", 0)),
             ("Withheld by the model (no number; left out of the statistics)", withheld_text(summary) or "none")]
-    rows += [
-            ("MAE (months, BCa 95% CI)", num("mae") + ci("mae_ci")), ("RMSE", num("rmse")),
-            ("Bias, model − reference (t 95% CI)", num("bias") + ci("bias_ci")), ("SD of differences", num("sd")),
-            ("95% limits of agreement", f"{num('loa_lower')} to {num('loa_upper')}"),
-            ("Median absolute error", num("median_ae"))]
-    for k, v in (summary.get("within") or {}).items():
-        rows.append((f"Within {k} months", f"{v:.0%}"))
-    for k, c in (summary.get("comparisons") or {}).items():
-        rows.append((f"MAE model − {k} (paired bootstrap CI)",
-                     f"{c['mae_difference']:.2f} ({c['mae_difference_ci'][0]:.2f} to {c['mae_difference_ci'][1]:.2f}); "
-                     f"MAE of {k} {c['mae_other']:.2f}; Wilcoxon p {c['wilcoxon_p']:.3g}"))
-    if coverage_text(summary):
-        rows.append(("Interval coverage", coverage_text(summary)))
     rows += clinical_rows(summary.get("clinical"))
-    rows += [(f"Not computed: {k}", v) for k, v in (summary.get("not_computed") or {}).items()]
     rc = summary.get("recalibration")
     if rc:
-        rows.append(("Site recalibration (5-fold CV, linear)",
-                     f"MAE {rc['mae_before']:.2f} → {rc['mae_after']:.2f}; line {rc['intercept']:.1f} + {rc['slope']:.3f}·x"))
-    table = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
-    ident = "".join(f"<tr><th>{e(k)}</th><td>{e(str(meta.get(k, '')))}</td></tr>"
-                    for k in ("site", "cohort", "model_name", "model_hash", "prediction_source", "kneeage_version", "created"))
-    figs = "".join(f"<h2>{e(name.replace('_', ' ').capitalize())}</h2>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0))
-                   for i, (name, fig) in enumerate(figures.items()))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>kneeage validation — {e(str(meta.get('site', '')))}"
-            f"</title><style>{_CSS}</style></head><body><h1>External validation</h1>{demo}<table>{ident}</table>"
-            f"<h2>Agreement with the reference</h2><table>{table}</table>{figs}"
-            f"<p><small>Formulas: docs/statistics.md. Differences are model − reference.</small></p></body></html>")
+        rows.append(("Site recalibration (5-fold cross-validated line)",
+                     f"MAE {rc['mae_before']:.2f} → {rc['mae_after']:.2f} mo; line {rc['intercept']:.1f} + {rc['slope']:.3f}·x"))
+    rows += [(k.replace("_", " ").capitalize(), meta.get(k, "")) for k in
+             ("site", "cohort", "model_name", "model_hash", "prediction_source", "kneeage_version", "created")]
+    details = ("<h2>Details</h2><table>" + "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+               + "</table><p class='caption'>Formulas: docs/statistics.md. Differences are model − reference.</p>")
+    notices = (partial_notice(summary),) if partial_notice(summary) else ()
+    return paper.results_html(summary, meta, figures, notices, details)
 
 
 def partial_notice(summary: dict) -> str | None:
@@ -213,7 +200,8 @@ def validation_exports(cases: pd.DataFrame, summary: dict, meta: dict, figures: 
     csv_text = safe_csv(cases).encode()
     summary_text = json.dumps(summary, indent=2).encode()
     out = {"cases.csv": csv_text, "summary.json": summary_text,
-           "report.html": validation_html(summary, meta, figures).encode()}
+           "report.html": validation_html(summary, meta, figures).encode(),
+           "report.pdf": paper.results_pdf(summary, meta, cases, partial_notice(summary))}
     if meta["complete"] or partial_bundle:
         bundle = io.BytesIO()
         with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
@@ -229,7 +217,8 @@ def write_validation(out: str | Path, cases: pd.DataFrame, summary: dict, meta: 
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, data in validation_exports(cases, summary, meta, figures).items():
-        paths[name.split(".")[0].replace("site_", "")] = out / name
+        stem, ext = name.rsplit(".", 1)
+        paths[stem.replace("site_", "") + ("_pdf" if ext == "pdf" else "")] = out / name  # report, report_pdf, bundle
         (out / name).write_bytes(data)
     return paths
 
@@ -237,8 +226,6 @@ def write_validation(out: str | Path, cases: pd.DataFrame, summary: dict, meta: 
 def orh_html(orh: dict | None) -> str:
     """The reader study's primary analysis (Obuchowski-Rockette-Hillis, :mod:`kneeage.mrmc`) as an HTML
     table; the bootstrap in analysis.json is the sensitivity analysis."""
-    from .mrmc import study_table
-
     if not orh:
         return ""
     t = study_table(orh)
@@ -250,24 +237,19 @@ def orh_html(orh: dict | None) -> str:
     body = "".join("<tr>" + "".join(f"<td>{e('' if pd.isna(v) else f'{v:.4g}' if isinstance(v, float) else str(v))}</td>"
                                     for v in row) + "</tr>" for row in t.itertuples(index=False))
     return (f"<h2>Primary analysis: ORH MRMC</h2><p>{e(orh['method'])}. Differences are the first condition minus "
-            f"the second, in the figure of merit's units; the bootstrap over readers and cases in the JSON below "
-            f"(assisted_vs_unassisted) is a sensitivity analysis.</p><table><tr>{head}</tr>{body}</table>{skipped}")
+            f"the second, in the figure of merit's units; the bootstrap over readers and cases (below, and "
+            f"assisted_vs_unassisted in analysis.json) is a sensitivity analysis.</p><table><tr>{head}</tr>{body}</table>{skipped}")
 
 
 def study_exports(store, study_id: str, reads: pd.DataFrame | None = None, analysis: dict | None = None,
                   figs: dict | None = None) -> dict[str, bytes]:
     """The PI's reader-study exports: reads.csv, analysis.json, analysis.html, audit.csv (computed here
     unless the caller already has the reads, the analysis and the figures)."""
-    from . import plots, readerstudy
-
     reads = readerstudy.reads_table(store, study_id) if reads is None else reads
-    analysis = readerstudy.analyse(store, study_id, reads=reads) if analysis is None else analysis
+    analysis = readerstudy.analyse(store, study_id, reads=reads).as_dict() if analysis is None else analysis
     figs = plots.study_figures(reads, analysis) if figs is None else figs
-    body = "".join(f"<h2>{html.escape(k.replace('_', ' ').capitalize())}</h2>" + f.to_html(full_html=False, include_plotlyjs=(i == 0))
-                   for i, (k, f) in enumerate(figs.items()))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Reader study {html.escape(study_id)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>Reader study {html.escape(store.study(study_id)['name'])}</h1>"
-            f"{orh_html(analysis.get('orh'))}"
-            f"<pre>{html.escape(json.dumps(analysis, indent=2))}</pre>{body}</body></html>")
+    protocol, _ = readerstudy.study_protocol(store, study_id)
+    page = paper.study_html(store.study(study_id)["name"], analysis, readerstudy.why_missing(analysis, reads, protocol), figs,
+                            orh_html(analysis.get("orh")))
     return {"reads.csv": safe_csv(reads).encode(), "analysis.json": json.dumps(analysis, indent=2).encode(),
             "analysis.html": page.encode(), "audit.csv": safe_csv(store.audit_log(study_id)).encode()}

@@ -63,6 +63,20 @@ def _plain(v):
     return v
 
 
+def json_ready(v):
+    """What a result is at an export: plain JSON types (results' ``as_dict()``, mapping keys as text, lists,
+    Python numbers), so it reads back from JSON as it was written."""
+    if hasattr(v, "as_dict"):
+        return json_ready(v.as_dict())
+    if isinstance(v, dict):
+        return {str(k) if not isinstance(k, str) else k: json_ready(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_ready(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
 # ----------------------------------------------------------------------------------------- input
 
 
@@ -106,8 +120,12 @@ def bootstrap_ci(values, statistic=np.mean, level: float = 0.95, n_boot: int = N
     if np.ptp(v) == 0:
         s = float(statistic(v))
         return s, s
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    # BCa may be undefined on these data (handled below): scipy says so by a warning, and numpy by
+    # floating-point warnings. Not warnings.catch_warnings(): it is not thread-safe, and every Streamlit session
+    # is a thread. np.errstate is per thread; the scipy filter is process-wide, narrow, and set again on
+    # every call (a host such as pytest may reset the filters).
+    warnings.filterwarnings("ignore", category=st.DegenerateDataWarning)
+    with np.errstate(all="ignore"):
         r = st.bootstrap((v,), statistic, n_resamples=n_boot, confidence_level=level, method="BCa",
                          rng=np.random.default_rng(seed), vectorized=False)
     lo, hi = float(r.confidence_interval.low), float(r.confidence_interval.high)
@@ -649,3 +667,99 @@ def cohen_kappa(a, b, categories: Sequence, level: float = 0.95) -> Kappa:
     pval = float(2 * st.norm.sf(abs(kappa / se0))) if np.isfinite(se0) and se0 > 0 else float("nan")
     return Kappa(n, tuple(cats), tuple(tuple(int(v) for v in r) for r in m), po, pe, float(kappa), se,
                  (float(ci[0]), float(ci[1])), se0, pval, level)
+
+
+# --------------------------------------------------------------------------- small summaries and pooling
+
+
+def mae(estimate, reference) -> float | None:
+    """Mean |estimate − reference| over the pairs where both are finite; None when there are none."""
+    a, b = np.asarray(estimate, float), np.asarray(reference, float)
+    m = np.isfinite(a) & np.isfinite(b)
+    return float(np.abs(a[m] - b[m]).mean()) if m.any() else None
+
+
+def standard_error(values) -> float:
+    """SD (ddof = 1) / √n of the mean of ``values``."""
+    v = np.asarray(values, float)
+    return float(v.std(ddof=1) / np.sqrt(v.size))
+
+
+@dataclass(frozen=True)
+class Recalibration(_Result):
+    """Cross-validated linear recalibration reference ≈ intercept + slope·predicted: each case corrected by
+    the line fitted on the other folds (``corrected``); the line reported is fitted on all cases."""
+
+    intercept: float
+    slope: float
+    folds: int
+    mae_before: float
+    mae_after: float
+    bias_before: float
+    bias_after: float
+    corrected: tuple = ()
+
+
+def recalibration(predicted, reference, folds: int = 5, seed: int = 0) -> Recalibration:
+    """See :class:`Recalibration`; needs at least 2 cases per fold. Folds are a seeded random split."""
+    p, r = _pairs(predicted, reference, ("predicted", "reference"))
+    if p.size < 2 * folds:
+        raise StatsError(f"recalibration needs at least {2 * folds} cases, got {p.size}.")
+    fold = np.random.default_rng(seed).permutation(p.size) % folds
+    corrected = np.empty_like(p)
+    for k in range(folds):
+        b, a = np.polyfit(p[fold != k], r[fold != k], 1)
+        corrected[fold == k] = a + b * p[fold == k]
+    b, a = np.polyfit(p, r, 1)
+    before, after = error_summary(p, r), error_summary(corrected, r)
+    return Recalibration(float(a), float(b), folds, before.mae, after.mae, before.bias, after.bias,
+                         tuple(float(v) for v in corrected))
+
+
+@dataclass(frozen=True)
+class Heterogeneity(_Result):
+    """Inverse-variance fixed-effect pool, Cochran's Q on ``df`` = k − 1 (p from χ²), I² = max(0, (Q − df)/Q),
+    and the DerSimonian-Laird random-effects pool with τ² and its normal CI."""
+
+    fixed: float
+    random: float
+    random_ci: tuple[float, float]
+    Q: float
+    df: int
+    Q_p: float | None
+    I2: float
+    tau2: float
+
+
+def heterogeneity(estimates, standard_errors, level: float = 0.95) -> Heterogeneity:
+    """Meta-analysis of per-site estimates with their standard errors (see :class:`Heterogeneity`)."""
+    est, se = np.asarray(estimates, float), np.asarray(standard_errors, float)
+    w = 1 / se**2
+    fixed = float((w * est).sum() / w.sum())
+    q = float((w * (est - fixed) ** 2).sum())
+    df = len(est) - 1
+    tau2 = max(0.0, (q - df) / (w.sum() - (w**2).sum() / w.sum())) if df > 0 else 0.0
+    wr = 1 / (se**2 + tau2)
+    rand = float((wr * est).sum() / wr.sum())
+    half = _z(level) * float(np.sqrt(1 / wr.sum()))
+    return Heterogeneity(fixed, rand, (rand - half, rand + half), q, df, float(st.chi2.sf(q, df)) if df > 0 else None,
+                         max(0.0, (q - df) / q) if q > 0 else 0.0, float(tau2))
+
+
+def bootstrap_readers_cases(data: pd.DataFrame, case: str, reader: str, value: str, n_boot: int = 1000,
+                            seed: int = 0, level: float = 0.95) -> tuple[float, tuple[float, float]]:
+    """The mean of ``value`` over a cases × readers table, with a two-stage bootstrap over both (resample
+    readers, then cases, each with replacement; cells missing from the table are skipped; percentile CI)."""
+    readers, cases = data[reader].unique(), data[case].unique()
+    table = data.pivot_table(index=case, columns=reader, values=value).loc[cases, readers].to_numpy(float)
+    est = float(np.nanmean(table))
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_boot)
+    for i in range(n_boot):
+        r = rng.choice(readers.size, readers.size)
+        c = rng.choice(cases.size, cases.size)
+        sub = table[np.ix_(c, r)]
+        ok = np.isfinite(sub)
+        boots[i] = sub[ok].mean() if ok.any() else np.nan
+    lo, hi = np.nanquantile(boots, [0.5 - level / 2, 0.5 + level / 2])
+    return est, (float(lo), float(hi))

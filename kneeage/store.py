@@ -50,12 +50,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .config import home
 from .errors import InputError, StoreError
-
-
-def home() -> Path:
-    """The study folder: $KNEEAGE_HOME, else studies/ in the project (the database and uploads live here)."""
-    return Path(os.environ.get("KNEEAGE_HOME") or Path(__file__).resolve().parents[1] / "studies")
 
 
 def default_db() -> Path:
@@ -64,17 +60,6 @@ def default_db() -> Path:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_private(path: str | Path, text: str) -> None:
-    """Write a file whole (a temporary file renamed over it) and readable by its owner only (0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------ schema

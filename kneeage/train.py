@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,13 +22,14 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .calibration import calibrate_interval, half_width
+from .cohort import check_sexes, frame_images
 from .errors import InputError
-from .imaging import load_radiograph
-from .localise import Framer, load_trained, spacing_column
-from .model import BoneAgeNet, ModelCard, ModelConfig, fold_paths, load_fold, save_card, save_fold
-from .preprocess import augment, normalise, parse_box
+from .files import atomic_write
+from .localise import Framer, load_trained
+from .model import BoneAgeNet, ModelCard, ModelConfig, fold_paths, load_card, load_fold, save_card, save_fold
+from .preprocess import augment, normalise
 
-AGE_BANDS = (0, 24, 72, 120, 168, 1000)  # months: calibration bands for the interval
 REFERENCE = "reference_bone_age_months"  # the reads a site compares a model with
 
 
@@ -47,6 +48,7 @@ class TrainSettings:
     crop: str = "auto"
     init_from: str | None = None
     localiser: str | None = None  # directory of a trained localiser (needed with a physical spacing)
+    augment: str = "auto"  # light | strong | auto (strong when framed in millimetres): kneeage.preprocess.augment
     training_data: str = ""
     synthetic_demo: bool = False  # trained on phantoms: say so wherever its numbers appear
 
@@ -62,13 +64,16 @@ class TrainingSet:
     reference: np.ndarray | None = None  # reference reads (months; nan where missing): what the interval is calibrated on
 
 
+def to_uint8_input(x: np.ndarray) -> np.ndarray:
+    """A model input in [0, 1] as the training set stores it (uint8; the network sees it / 255)."""
+    return (x * 255 + 0.5).astype(np.uint8)
+
+
 def load_training_set(manifest: str | Path, label_column: str, size: int, image_column: str = "image",
                       crop: str = "auto", workers: int | None = None, framer=None) -> TrainingSet:
-    """Decode every image of a manifest to the network's input, in threads (decoders release the GIL;
-    threads stay safe beside torch, where forked processes can crash). ``framer`` (kneeage.localise.Framer)
-    frames each image; without one, the legacy pixel-relative crop at ``size``. A crop_box column overrides
-    the automatic region; a pixel-spacing column (:func:`kneeage.localise.spacing_column`) gives the spacing
-    of files without a header."""
+    """Decode every labelled image of a manifest to the network's input (:func:`kneeage.cohort.frame_images`).
+    ``framer`` (kneeage.localise.Framer) frames each image; without one, the legacy pixel-relative crop at
+    ``size``."""
     manifest = Path(manifest)
     df = pd.read_csv(manifest)
     for col in ("case_id", image_column, "sex", label_column):
@@ -77,27 +82,10 @@ def load_training_set(manifest: str | Path, label_column: str, size: int, image_
     df = df[df[label_column].notna()].reset_index(drop=True)
     if len(df) < 2:
         raise InputError(f"{manifest.name}: fewer than two rows have a {label_column!r} value.")
-    bad = df[~df.sex.isin(["F", "M"])]
-    if len(bad):
-        raise InputError(f"{manifest.name}: row {bad.index[0] + 2} has sex {bad.sex.iloc[0]!r}; use F or M.")
+    check_sexes(df, manifest.name)
     framer = framer or Framer(size)
-    boxes = [parse_box(b) or crop for b in df["crop_box"]] if "crop_box" in df.columns else [crop] * len(df)
-    spc = spacing_column(image_column)
-    spacings = pd.to_numeric(df[spc], errors="coerce").tolist() if spc in df.columns else [None] * len(df)
-
-    def decode(job):
-        path, box, spacing = job
-        r = load_radiograph(path)
-        given = r.pixel_spacing_mm or (spacing if spacing is not None and np.isfinite(spacing) else None)
-        return (framer(r.pixels, box, given) * 255 + 0.5).astype(np.uint8)
-
-    jobs = [(str(manifest.parent / p), b, sp) for p, b, sp in zip(df[image_column], boxes, spacings)]
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as ex:
-            arrays = list(ex.map(decode, jobs))
-    else:
-        arrays = [decode(j) for j in jobs]
+    arrays = frame_images(df, manifest.parent, lambda p, box, spacing: to_uint8_input(framer(p, box, spacing)),
+                          image_column, crop, workers)
     chron = df["chronological_age_months"] if "chronological_age_months" in df.columns else pd.Series(np.nan, index=df.index)
     groups = df["patient_id"].astype(str).to_numpy() if "patient_id" in df.columns else df["case_id"].astype(str).to_numpy()
     return TrainingSet(
@@ -146,11 +134,16 @@ def _device() -> torch.device:
 
 
 @torch.no_grad()
-def predict_tensor(model, images, sex, chron, device, batch=256, flip=False) -> np.ndarray:
+def predict_tensor(model, images, sex, chron, device, batch=256, flip=False, features=False) -> np.ndarray:
+    """One network over stored (uint8) images in batches: bone ages (flip-averaged with ``flip``), or with
+    ``features`` its pooled backbone features."""
     model.eval()
     out = []
     for i in range(0, len(images), batch):
         x = normalise(images[i : i + batch].to(device, non_blocking=True).float() / 255)
+        if features:
+            out.append(model.features(x).float().cpu())
+            continue
         s, c = sex[i : i + batch].to(device), chron[i : i + batch].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             y = model(x, s, c).float()
@@ -188,6 +181,7 @@ def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_id
         start, best, best_state, bad, history = ck["epoch"] + 1, ck["best"], ck["best_state"], ck["bad"], ck["history"]
         log(f"fold {fold}: resuming at epoch {start + 1}")
     gen = torch.Generator(device=device).manual_seed(st.seed * 1000 + fold)
+    strong = st.augment == "strong" or (st.augment == "auto" and cfg.spacing_mm is not None)
     imgs, sex, chron, y = data.images, data.sex, data.chron, data.labels
     ymean, ystd = cfg.label_mean, cfg.label_std
     for epoch in range(start, st.epochs):
@@ -199,7 +193,7 @@ def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_id
         for i in range(0, len(mine), st.batch_size):
             b = mine[i : i + st.batch_size]
             x = imgs[b].to(device, non_blocking=True).float() / 255
-            x = normalise(augment(x, gen, strong=cfg.spacing_mm is not None))
+            x = normalise(augment(x, gen, strong=strong))
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -219,12 +213,10 @@ def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_id
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-        if rank == 0:
-            resume.parent.mkdir(parents=True, exist_ok=True)
-            tmp = resume.with_suffix(".tmp")  # written whole, then renamed: a kill mid-save keeps the last one
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-                        "best": best, "best_state": best_state, "bad": bad, "history": history}, tmp)
-            tmp.replace(resume)
+        if rank == 0:  # written whole: a kill mid-save keeps the last one
+            ck = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
+                  "best": best, "best_state": best_state, "bad": bad, "history": history}
+            atomic_write(resume, lambda tmp: torch.save(ck, tmp))
         if bad >= st.patience and epoch + 1 >= st.min_epochs:
             log(f"fold {fold}: early stop after epoch {epoch + 1} (best val MAE {best:.2f})")
             break
@@ -235,8 +227,6 @@ def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_id
 
 def _init_backbone(model: BoneAgeNet, hand_dir: Path) -> None:
     """Start the knee backbone from a hand model's fold-0 backbone (transfer from a hand model)."""
-    from .model import load_card
-
     card = load_card(hand_dir)
     src = load_fold(card.config, fold_paths(hand_dir)[0])
     if card.config.arch != model.cfg.arch:
@@ -264,7 +254,7 @@ def train(manifest: str | Path, out: str | Path, cfg: ModelConfig | None = None,
     if device.type == "cuda":  # keep the (uint8) images on the GPU: no loader in the loop
         data = replace(data, images=data.images.to(device))
     y = data.labels.numpy()
-    cfg.label_mean, cfg.label_std = float(y.mean()), float(max(y.std(), 1.0))
+    cfg = replace(cfg, label_mean=float(y.mean()), label_std=float(max(y.std(), 1.0)))
     folds = assign_folds(data.groups, st.folds, st.seed)
     state_path = out / "train_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"folds": {}}
@@ -284,9 +274,7 @@ def train(manifest: str | Path, out: str | Path, cfg: ModelConfig | None = None,
         if rank == 0:
             save_fold(model, out, fold)
             state["folds"][str(fold)] = {"metrics": metrics, "val_idx": val_idx.tolist(), "oof": vp.tolist()}
-            tmp = state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state))
-            tmp.replace(state_path)
+            atomic_write(state_path, json.dumps(state))
         if world > 1:
             torch.distributed.barrier()
     if rank == 0 and localiser is not None:
@@ -314,7 +302,7 @@ def _finish(cfg, st, data, oof, state, out: Path, name, device, localiser=None) 
     n_qc = min(len(y), 512)
     idx = np.random.default_rng(0).choice(len(y), n_qc, replace=False)
     per_fold = np.stack([predict_tensor(m, data.images[idx], data.sex[idx], data.chron[idx], device) for m in models])
-    feats = _features(models[0], data.images[idx], device)
+    feats = predict_tensor(models[0], data.images[idx], None, None, device, features=True)
     mu, sd = feats.mean(0), feats.std(0) + 1e-6
     dist = np.sqrt((((feats - mu) / sd) ** 2).mean(1))
     qc = {
@@ -348,46 +336,5 @@ def _finish(cfg, st, data, oof, state, out: Path, name, device, localiser=None) 
     )
     save_card(card, out)
     (out / "train_state.json").unlink(missing_ok=True)
-    import shutil
-
     shutil.rmtree(out / ".resume", ignore_errors=True)
     return card
-
-
-@torch.no_grad()
-def _features(model, images, device, batch=256) -> np.ndarray:
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch):
-        x = normalise(images[i : i + batch].to(device).float() / 255)
-        out.append(model.features(x).float().cpu())
-    return torch.cat(out).numpy()
-
-
-def calibrate_interval(pred: np.ndarray, truth: np.ndarray, level: float = 0.95) -> dict:
-    """Split-conformal half-widths: the ``level`` quantile of |out-of-fold residual|, overall and per
-    band of predicted age (bands with fewer than 20 cases use the overall value). Coverage is reported
-    on the same out-of-fold predictions (in-sample for the calibration; see the replication doc for a
-    held-out check)."""
-    ok = np.isfinite(pred) & np.isfinite(truth)
-    pred, truth = pred[ok], truth[ok]
-    absres = np.abs(pred - truth)
-    n = len(absres)
-    qlevel = min(1.0, math.ceil((n + 1) * level) / n)
-    overall = float(np.quantile(absres, qlevel))
-    bands = []
-    for lo, hi in zip(AGE_BANDS[:-1], AGE_BANDS[1:]):
-        m = (pred >= lo) & (pred < hi)
-        hw = float(np.quantile(absres[m], min(1.0, math.ceil((m.sum() + 1) * level) / max(m.sum(), 1)))) if m.sum() >= 20 else overall
-        bands.append({"from_months": lo, "to_months": hi, "half_width_months": hw, "n": int(m.sum())})
-    hw_each = np.array([half_width({"bands": bands, "overall_half_width_months": overall}, p) for p in pred])
-    return {"level": level, "method": "split conformal on out-of-fold residuals, by predicted-age band",
-            "overall_half_width_months": overall, "bands": bands,
-            "oof_coverage": float((absres <= hw_each).mean())}
-
-
-def half_width(interval: dict, predicted: float) -> float:
-    for b in interval.get("bands", []):
-        if b["from_months"] <= predicted < b["to_months"]:
-            return b["half_width_months"]
-    return interval.get("overall_half_width_months", float("nan"))

@@ -4,12 +4,12 @@
 # The defaults are the shipped demo's recipe: about an hour and a half on a 2-core CPU. Every number it
 # prints is SYNTHETIC. Both models are framed in millimetres around the region a learned localiser finds
 # (kneeage.localise): the knee model sees INPUT px at SPACING mm, the hand model HAND_INPUT px at HAND_SPACING.
-# Environment overrides: N_HANDS N_TRAIN N_TEST SIZE INPUT SPACING HAND_INPUT HAND_SPACING BS LR LOC_EPOCHS HAND_LOC_EPOCHS
+# Environment overrides: N_HANDS N_TRAIN N_TEST SIZE ARCH INPUT SPACING HAND_INPUT HAND_SPACING HAND_AUGMENT BS LR LOC_EPOCHS HAND_LOC_EPOCHS
 # HAND_FOLDS HAND_EPOCHS KNEE_FOLDS KNEE_EPOCHS VAR_FOLDS VAR_EPOCHS WORKERS; MAIN=0 skips the main
 # model (variants only); VARIANTS=0 skips the variants.
 set -euo pipefail
 WORK=${1:-runs/demo}; MODEL=${2:-models/demo}; RESULTS=${3:-$WORK/results.json}
-W=${WORKERS:-$(nproc)}; SIZE=${SIZE:-256}; INPUT=${INPUT:-128}; SPACING=${SPACING:-1.0}; BS=${BS:-32}; LR=${LR:-2e-3}
+W=${WORKERS:-$(nproc)}; SIZE=${SIZE:-256}; ARCH=${ARCH:-kneeage_convnext_zepto}; HAND_AUGMENT=${HAND_AUGMENT:-auto}; INPUT=${INPUT:-128}; SPACING=${SPACING:-1.0}; BS=${BS:-32}; LR=${LR:-2e-3}
 HAND_INPUT=${HAND_INPUT:-160}; HAND_SPACING=${HAND_SPACING:-1.25}; LOC_EPOCHS=${LOC_EPOCHS:-6}; HAND_LOC_EPOCHS=${HAND_LOC_EPOCHS:-10}
 N_HANDS=${N_HANDS:-2000}; N_TRAIN=${N_TRAIN:-2400}; N_TEST=${N_TEST:-400}
 HAND_FOLDS=${HAND_FOLDS:-2}; HAND_EPOCHS=${HAND_EPOCHS:-6}; KNEE_FOLDS=${KNEE_FOLDS:-5}; KNEE_EPOCHS=${KNEE_EPOCHS:-3}
@@ -27,7 +27,7 @@ synth test "$N_TEST" 2
 fit() {
   local out=$1 epochs=$2; shift 2
   if [ -f "$out/model_card.json" ]; then echo "$out: already trained"; return; fi
-  $K -m kneeage train --out "$out" --epochs "$epochs" --min-epochs $((epochs / 2)) --batch-size "$BS" --lr "$LR" --synthetic-demo "$@"
+  $K -m kneeage train --out "$out" --epochs "$epochs" --min-epochs $((epochs / 2)) --batch-size "$BS" --lr "$LR" --arch "$ARCH" --synthetic-demo "$@"
 }
 loc() { [ -f "$1/localiser.json" ] || $K -m kneeage localiser --manifest "$2/manifest.csv" --truth "$2/truth.csv" --out "$1" \
   --image-column "$3" --epochs "$4" >/dev/null; }
@@ -37,7 +37,7 @@ loc "$WORK/localiser_knee" "$WORK/train" image "$LOC_EPOCHS"
 echo "[$(el)s] hand model (hand films of a separate cohort, labels = reference reads)"
 fit "$WORK/hand_model" "$HAND_EPOCHS" --manifest "$WORK/hands/manifest.csv" --image-column hand_image --body-part hand \
   --folds "$HAND_FOLDS" --input-size "$HAND_INPUT" --spacing "$HAND_SPACING" --localiser "$WORK/localiser_hand" \
-  --patience 10 --name "synthetic hand model"
+  --augment "$HAND_AUGMENT" --patience 10 --name "synthetic hand model"
 echo "[$(el)s] pseudo-labels from the paired hand films"
 $K -m kneeage pseudolabel --manifest "$WORK/train/manifest.csv" --hand-model "$WORK/hand_model"
 $K -m kneeage pseudolabel --manifest "$WORK/test/manifest.csv" --hand-model "$WORK/hand_model"
@@ -47,7 +47,7 @@ KNEE=(--input-size "$INPUT" --spacing "$SPACING" --localiser "$WORK/localiser_kn
 if [ "$MAIN" = 1 ]; then
 echo "[$(el)s] knee demo model: image+sex, hand-initialised, pseudo-labels, $KNEE_FOLDS folds"
 fit "$MODEL" "$KNEE_EPOCHS" --manifest "$WORK/train/manifest.csv" --label pseudo_bone_age_months --init-from "$WORK/hand_model" \
-  --folds "$KNEE_FOLDS" "${KNEE[@]}" --patience 10 --name "kneeage synthetic demo (ConvNeXt-zepto, $INPUT px at $SPACING mm)" \
+  --folds "$KNEE_FOLDS" "${KNEE[@]}" --patience 10 --name "kneeage synthetic demo ($ARCH, $INPUT px at $SPACING mm)" \
   --training-data "$N_TRAIN synthetic knee AP phantoms (kneeage.phantom, seed 1), ages 0-18 y, labelled by a hand model ($HAND_FOLDS folds, $HAND_INPUT px at $HAND_SPACING mm) trained on $N_HANDS synthetic hand films (seed 101)"
 echo "{\"main\": $(ev "$MODEL")" > "$RESULTS.tmp"
 else

@@ -3,7 +3,8 @@
 import streamlit as st
 
 from kneeage import KneeageError
-from kneeage.predict import DEFAULT_MODEL_DIR, Predictor
+from kneeage.config import default_model_dir
+from kneeage.predict import Predictor
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -12,7 +13,7 @@ def load_predictor(model_dir: str) -> Predictor:
 
 
 def predictor() -> Predictor:
-    return load_predictor(str(st.session_state.get("model_dir", DEFAULT_MODEL_DIR)))
+    return load_predictor(str(st.session_state.get("model_dir") or default_model_dir()))
 
 
 def store():
@@ -81,7 +82,8 @@ def run_report(db_url: str, run_id: str, counts: str, partial_bundle: bool = Fal
 
     from kneeage.store import Store
 
-    cases, summary, meta = validation.results_for(Store(db_url), run_id)
+    cases, result, meta = validation.results_for(Store(db_url), run_id)
+    summary = result.as_dict()  # the pages and the exports read the summary as exported
     figs = plots.validation_figures(cases, summary, plots.DEMO_NOTE if meta["synthetic_demo"] else None)
     return cases, summary, meta, figs, report.validation_exports(cases, summary, meta, figs, partial_bundle)
 
@@ -93,6 +95,7 @@ def worst_gallery(db_url: str, run_id: str, worst: list, _source):
     from kneeage import validation
     from kneeage.store import Store
 
-    model_dir = Store(db_url).run(run_id)["model_dir"] or ""
-    pred = load_predictor(model_dir) if Path(model_dir).is_dir() else predictor()  # the run's own model where it is here
-    return validation.worst_gallery(Store(db_url), run_id, pred, worst, _source)
+    def load(model_dir: str):  # the run's own model where it is here
+        return load_predictor(model_dir) if Path(model_dir).is_dir() else predictor()
+
+    return validation.worst_gallery(Store(db_url), run_id, load, worst, _source)

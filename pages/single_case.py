@@ -2,12 +2,10 @@
 
 import streamlit as st
 
-from kneeage import KneeageError, case, growth, report
+from kneeage import KneeageError, case, cardview, growth, report, units
 from kneeage.imaging import load_radiograph
 from kneeage.phantom import DEMO_CASES, demo_case_dicom
 from kneeage.plots import box_from_selection, crop_figure
-from kneeage.predict import years_months
-from kneeage.reference import MAX_AGE_MONTHS
 from pages.common import predictor
 
 st.title("Single case")
@@ -22,16 +20,24 @@ def _demo(index: int):
 
 left, right = st.columns([3, 2])
 upload = left.file_uploader("Knee radiograph (DICOM, PNG, JPEG, TIFF)", key="file")
+if (upload.file_id if upload else None) != st.session_state.get("upload_seen"):  # a new upload is the case to read
+    st.session_state.upload_seen = upload.file_id if upload else None
+    st.session_state.source_pick = "upload" if upload else st.session_state.get("source_pick")
 with right:
     demo_label = st.selectbox("…or try a demo case (synthetic phantom)", [c[0] for c in DEMO_CASES], key="demo_pick")
     if st.button("Try a demo case", key="demo"):
         st.session_state.demo_index = [c[0] for c in DEMO_CASES].index(demo_label)
+        st.session_state.source_pick = "demo"
 
-if upload is not None:
-    source = (upload.name, upload.getvalue())
-    st.session_state.pop("demo_index", None)
-elif "demo_index" in st.session_state:
+if "demo_index" in st.session_state and (upload is None or st.session_state.get("source_pick") == "demo"):
     source = _demo(st.session_state.demo_index)
+    if upload is not None:
+        right.caption(f"Showing the demo case; your file {upload.name} is set aside.")
+        if right.button(f"Read {upload.name} instead", key="back_to_upload"):
+            st.session_state.source_pick = "upload"
+            st.rerun()
+elif upload is not None:
+    source = (upload.name, upload.getvalue())
 else:
     st.info("Upload a radiograph or try a demo case to begin.")
     st.stop()
@@ -44,26 +50,34 @@ except KneeageError as e:
 
 key = rad.content_hash[:12]  # widgets per image: a new image starts from its own header
 st.session_state.setdefault(f"box_{key}", "")  # empty: the model's localiser finds the knee
-c1, c2 = st.columns(2)
+file_age, age_problem = case.header_age(rad)
+st.session_state.setdefault(f"age_{key}", units.years_months(file_age) if file_age is not None else "")
+c1, c2, c3 = st.columns([1, 1, 1])
 sex = c1.radio("Sex", ["F", "M"], index=["F", "M"].index(rad.sex) if rad.sex in ("F", "M") else None,
                key=f"sex_{key}", horizontal=True, format_func={"F": "Female", "M": "Male"}.get,
                help="Filled in from the DICOM header when present; change it if it is wrong.")
-file_age, age_problem = case.header_age(rad)
-age = c2.number_input("Chronological age (months)", 0.0, MAX_AGE_MONTHS, file_age, 1.0, key=f"age_{key}",
-                      help="From the DICOM birth and study dates when present; leave empty if unknown (no SDS then).")
+age_text = c2.text_input("Chronological age", key=f"age_{key}", placeholder="e.g. 12y 3m, or 147 (months)",
+                         help="Years and months (\"12y 3m\") or months alone (\"147\"). From the DICOM birth and study "
+                              "dates when present; leave empty if unknown (no SDS then).")
+try:
+    age = units.parse_age(age_text)
+except KneeageError as e:
+    c2.error(str(e))
+    age = None
+spacing = None
+if rad.pixel_spacing_mm is None:
+    spacing = c3.number_input("Pixel spacing (mm), if you know it", 0.02, 5.0, None, 0.01, format="%.3f", key=f"spacing_{key}",
+                              help="This file has no header giving its pixel size. Without it the model estimates the "
+                                   "scale from the anatomy, which is less accurate.")
 if age_problem:
     st.warning(age_problem, icon=":material/event_busy:")
 if rad.sex or file_age is not None:
-    st.caption("Sex and age were read from the file's header (the dates themselves are not kept).")
+    st.caption("Sex and age were read from the file's header (the dates themselves are not kept)."
+               + (f" Age: {units.age_text(age)}." if age is not None else ""))
 if sex is None:
     st.warning("The file does not say the patient's sex; choose it above to get a bone age.")
     st.stop()
 
-spacing = None
-if rad.pixel_spacing_mm is None:
-    spacing = st.number_input("Pixel spacing (mm), if you know it", 0.02, 5.0, None, 0.01, format="%.3f", key=f"spacing_{key}",
-                              help="This file has no header giving its pixel size. Without it the model estimates the "
-                                   "scale from the anatomy, which is less accurate.")
 override = st.session_state.get(f"override_{key}", False)
 BOX_LABEL = "Knee box x0,y0,x1,y1 (pixels): empty lets the model find the knee; drag a box on the image or type one"
 try:
@@ -73,8 +87,31 @@ except KneeageError as e:
     st.text_input(BOX_LABEL, key=f"box_{key}")  # so a wrong box can be corrected
     st.stop()
 
-st.subheader("Knee region")
-k1, k2 = st.columns(2)
+st.subheader("Result")
+p = result.prediction
+if p.synthetic_demo:
+    st.error(case.DEMO_STATEMENT, icon=":material/science:")
+for message in p.flag_messages:
+    st.warning(message, icon=":material/flag:")
+if p.refusal:
+    st.error(p.refusal_text, icon=":material/block:")
+    st.checkbox("Show the model's number anyway (the result and the report are marked as overridden)", key=f"override_{key}")
+    if result.overridden:
+        st.warning("OVERRIDDEN: the model withheld this number; it is shown because you asked for it.", icon=":material/warning:")
+if not result.withheld:
+    m1, m2 = st.columns([3, 2])
+    m1.metric("Bone age", units.age_text(p.bone_age_months) + (" — OVERRIDDEN" if result.overridden else ""),
+              help=f"{p.bone_age_months:.1f} months, the mean of the folds")
+    m1.markdown(f"**{p.interval_level:.0%} interval:** {units.range_text(*p.interval_months, none='none (the card gives no interval rule)')}")
+    if result.sds is not None:
+        m2.metric("Bone-age SDS", f"{result.sds.sds:+.2f}", result.sds.category, delta_color="off", delta_arrow="off")
+        m2.caption(result.sds.sentence())
+    else:
+        m2.metric("Bone-age SDS", "—", help="Needs the chronological age.")
+    st.caption(case.interval_note(p) + " Per-fold values: " + ", ".join(units.age_text(v) for v in p.fold_values_months) + ".")
+
+st.subheader("Knee region and where the model looked")
+k1, k2, k3 = st.columns([4, 3, 3])
 with k1:
     event = st.plotly_chart(crop_figure(rad.pixels, result.box), key="crop", on_select="rerun", selection_mode="box",
                             config={"displayModeBar": False})
@@ -88,42 +125,28 @@ with k1:
         f = result.framing
         sp = f"; pixel spacing {f.spacing_mm[0]:.3f} mm ({f.spacing_source})" if f.spacing_mm else ""
         st.caption(f"Box: {f.region_source}{sp}.")
-k2.image((model_input * 255).astype("uint8"), caption="The model's input", width=320)
+k2.image((model_input * 255).astype("uint8"), caption="The model's input", width="stretch")
+methods = list(predictor().saliency_methods or ["gradient"])
+if st.session_state.get("saliency") not in methods:  # first view, or a model without the method chosen before
+    st.session_state.saliency = predictor().default_saliency if predictor().default_saliency in methods else methods[0]
+method = k3.selectbox("Saliency", methods, format_func=case.SALIENCY_METHODS.get, key="saliency",
+                      help="The default is the method that puts most of its weight on the physes of phantom knees "
+                           "(docs/saliency.md).")
+opacity = k3.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
+try:
+    over = case.saliency_overlay(predictor(), model_input, result.sex, method, opacity, result.chronological_age_months)
+    k3.image(over, caption=f"{case.SALIENCY_METHODS[method]} on the model input (fold 0)", width="stretch")
+except KneeageError as e:  # an ONNX model has no gradients; the sentence says so
+    over = None
+    k3.info(str(e), icon=":material/visibility_off:")
 
-st.subheader("Result")
-p = result.prediction
-for message in p.flag_messages:
-    st.warning(message, icon=":material/flag:")
-if p.synthetic_demo:
-    st.error(case.DEMO_STATEMENT, icon=":material/science:")
-if p.refusal:
-    st.error(p.refusal_text, icon=":material/block:")
-    st.checkbox("Show the model's number anyway (the result and the report are marked as overridden)", key=f"override_{key}")
-    if result.withheld:
-        st.stop()
-    st.warning("OVERRIDDEN: the model withheld this number; it is shown because you asked for it.", icon=":material/warning:")
-m1, m2, m3 = st.columns(3)
-m1.metric("Bone age", years_months(p.bone_age_months), help=f"{p.bone_age_months:.1f} months")
-lo, hi = p.interval_months
-if lo == lo:  # an imported model whose card gives no interval rule has none (NaN)
-    m2.metric(f"{p.interval_level:.0%} interval", f"{lo:.0f}–{hi:.0f} mo",
-              help="Calibrated on the model's cross-validation folds (split conformal, by predicted-age band), or the "
-                   "imported model card's interval rule.")
-else:
-    m2.metric("Interval", "—", help="The model's card gives no interval rule.")
-if result.sds is not None:
-    m3.metric("Bone-age SDS", f"{result.sds.sds:+.2f}", result.sds.category, delta_color="off", delta_arrow="off")
-    st.caption(result.sds.sentence())
-else:
-    m3.metric("Bone-age SDS", "—", help="Needs the chronological age.")
-st.write(f"**{p.bone_age_months:.1f} months**; per-fold values: "
-         + ", ".join(f"{v:.1f}" for v in p.fold_values_months) + " months.")
-with st.expander(f"Model: {p.model_name} · hash {p.model_hash}"):
-    st.json(predictor().card.summary())
+with st.expander(f"Model card: {p.model_name} · hash {p.model_hash}"):
+    for head, text in cardview.card_sections(predictor().card, p.model_hash):
+        st.markdown(f"**{head}**\n\n{text}")
 
 st.subheader("Growth (decision support)")
 growth_result = None
-if st.toggle("Show remaining growth, limb lengths and adult height", key="growth_on"):
+if not result.withheld and st.toggle("Show remaining growth, limb lengths and adult height", key="growth_on"):
     st.caption(growth.DECISION_SUPPORT)
     g = st.columns(4)
     height = g[0].number_input("Current height (cm)", 30.0, 230.0, None, 0.5, key="growth_height")
@@ -136,28 +159,19 @@ if st.toggle("Show remaining growth, limb lengths and adult height", key="growth
     except KneeageError as e:
         st.error(str(e))
     if growth_result is not None:
-        st.dataframe([{"quantity": i.label, "value": round(i.value, 3 if not i.unit else 1), "low": round(i.low, 3 if not i.unit else 1),
-                       "high": round(i.high, 3 if not i.unit else 1), "unit": i.unit, "note": i.note, "source": i.source}
-                      for i in growth_result.items], hide_index=True, key="growth_table")
+        st.dataframe(report.growth_rows(growth_result), hide_index=True, key="growth_table")
         for note in growth_result.notes:
             st.info(note)
-        st.caption(f"Ranges span the bone-age interval {lo:.0f}–{hi:.0f} months. Tables and their sources: docs/growth.md.")
+        st.caption(f"Ranges span the bone-age interval {units.range_text(*p.interval_months)}. Tables and sources: docs/growth.md.")
 
-st.subheader("Saliency")
-s1, s2 = st.columns([1, 2])
-method = s1.selectbox("Method", list(predictor().saliency_methods or ["gradient"]), format_func=case.SALIENCY_METHODS.get,
-                      key="saliency")
-opacity = s1.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
-try:
-    over = case.saliency_overlay(predictor(), model_input, result.sex, method, opacity, result.chronological_age_months)
-    s2.image(over, caption=f"{case.SALIENCY_METHODS[method]} on the model input (fold 0)", width=420)
-except KneeageError as e:  # an ONNX model has no gradients; the sentence says so
-    over = None
-    s2.info(str(e), icon=":material/visibility_off:")
-
+st.subheader("Report")
+st.caption("Optional: typed here for the downloaded report only; never stored or sent anywhere.")
+r1, r2, r3 = st.columns(3)
+patient = {"Patient name": r1.text_input("Patient name", key="rep_name"), "Patient ID": r2.text_input("Patient ID", key="rep_id"),
+           "Accession number": r3.text_input("Accession number", key="rep_acc")}
 d1, d2 = st.columns(2)
 stem = result.file.rsplit(".", 1)[0]
-d1.download_button("Download report (HTML)", report.case_html(result, model_input, over, case.SALIENCY_METHODS[method] if over is not None else None, growth_result),
-                   f"{stem}_kneeage.html", "text/html", key="dl_html")
+d1.download_button("Download report (HTML)", report.case_html(result, model_input, over, case.SALIENCY_METHODS[method] if over is not None else None,
+                                                              growth_result, patient), f"{stem}_kneeage.html", "text/html", key="dl_html")
 d2.download_button("Download result (JSON)", report.case_json(result, growth_result), f"{stem}_kneeage.json", "application/json",
                    key="dl_json")

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from kneeage import KneeageError, access, mrmc, planning, plots, readerstudy, report
+from kneeage import KneeageError, access, mrmc, paper, planning, plots, readerstudy, report
 from pages.common import client, predictor, require_pi, store
 
 st.title("Reader studies (PI)")
@@ -33,6 +33,7 @@ with st.expander("Create a study"):
             try:
                 p = readerstudy.Protocol.load(shipped[choice])
                 st.session_state.study_id = readerstudy.setup_study(db, p, predictor() if p.assisted else None, cohort or None)
+                st.code(readerstudy.describe(db, st.session_state.study_id), language=None)  # what it made, what next
             except KneeageError as e:
                 st.error(str(e))
 
@@ -106,39 +107,22 @@ if len(readers):
         st.error(str(e))
 
 reads = readerstudy.reads_table(db, sid)
-analysis = readerstudy.analyse(db, sid, reads=reads)
+analysis = readerstudy.analyse(db, sid, reads=reads).as_dict()
 st.subheader("Analysis")
 if not analysis["n_reads"]:
     st.info("No reads yet.")
     st.stop()
-rows = []
-for r in analysis["readers"]:
-    for arm in ("unassisted", "assisted"):
-        if arm in r:
-            a = r[arm]
-            mm = a.get("minus_model", {})
-            rows.append({"reader": r["reader"], "arm": arm, "n": a["n"], "MAE": a["mae"], "MAE CI": "{:.1f}–{:.1f}".format(*a["mae_ci"]),
-                         "bias": a["bias"], "MAE − model": mm.get("difference"),
-                         "CI": "{:.1f}–{:.1f}".format(*mm["ci"]) if mm else "", "median s": r["median_seconds"]})
-st.dataframe(pd.DataFrame(rows), hide_index=True, key="reader_table")
+st.dataframe(paper.reader_table(analysis), hide_index=True, key="reader_table")
 orh = analysis.get("orh") or {}
 if len(orh_table := mrmc.study_table(orh)):
     st.markdown(f"**Primary analysis: ORH MRMC** — {orh['method']}. Differences are the first condition minus the second.")
     st.dataframe(orh_table, hide_index=True, key="orh_table")
 for k, v in orh.get("not_computed", {}).items():
     st.caption(f"ORH not computed ({k}): {v}")
-if analysis.get("model"):
-    st.write(f"Model on the same cases: MAE {analysis['model']['mae']:.2f} months (BCa CI {analysis['model']['mae_ci'][0]:.2f}–"
-             f"{analysis['model']['mae_ci'][1]:.2f}).")
-for r in analysis.get("inter_reader_icc", []):
-    st.write(f"Inter-reader {r['mcgraw_wong']} ({r['description']}): {r['icc']:.3f} ({r['ci_lower']:.3f}–{r['ci_upper']:.3f}).")
-av = analysis.get("assisted_vs_unassisted")
-if av:
-    moved = av["share_moved_toward_model"]
-    st.write(f"Sensitivity analysis (bootstrap): assisted − unassisted MAE, pooled: {av['pooled_mae_difference']:+.2f} months (bootstrap over readers and cases "
-             f"{av['ci'][0]:+.2f} to {av['ci'][1]:+.2f}); reads moved toward the model: {moved:.0%}." if moved is not None else "")
-for r in analysis.get("intra_reader", []):
-    st.write(f"Intra-reader ({r['reader_id']}, {r['n']} repeats): bias {r['bias']:+.1f}, limits {r['loa'][0]:.1f} to {r['loa'][1]:.1f}, ICC(1) {r['icc1']:.2f}.")
+for text in paper.study_sentences(analysis):
+    st.write(text)
+for what, why in readerstudy.why_missing(analysis, reads, readerstudy.study_protocol(db, sid)[0]).items():
+    st.info(f"{what}: {why}", icon=":material/hourglass_empty:")  # why a result is not there yet
 figs = plots.study_figures(reads, analysis)
 for k, fig in figs.items():
     st.plotly_chart(fig, key=f"study_{k}")

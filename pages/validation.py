@@ -5,10 +5,11 @@ import json
 import pandas as pd
 import streamlit as st
 
-from kneeage import KneeageError, compare, predictions, report, validation
-from kneeage.cohort import FolderSource, ZipSource, check_cohort, manifest_in, open_source, read_manifest
+from kneeage import KneeageError, compare, predictions, readerstudy, report, validation
+from kneeage.cohort import FolderSource, ZipSource, manifest_hint, manifest_in, reference_problem
 from kneeage.config import check_upload
 from kneeage.predict import FLAG_TEXT, list_models
+from pages import results_view
 from pages.common import load_predictor, predictor, require_pi, run_report, store, worst_gallery
 
 st.title("External validation")
@@ -33,18 +34,21 @@ try:
         z = st.file_uploader("Cohort zip (kept in memory only, never stored)", type=["zip"], key="zip")
         if z:
             check_upload(z.name, z.size)
-        source = ZipSource(z.getvalue(), f"upload:{z.name}") if z else None
+        source = ZipSource(z.getvalue(), z.name) if z else None
         picked = z.file_id if z else None
     else:
         folder = st.text_input("Images folder (paths in the manifest are relative to it)", key="folder")
         source = FolderSource(folder) if folder else None
         picked = folder
     up = st.file_uploader("Manifest CSV (if not inside the zip)", type=["csv", "txt"], key="manifest")
-    manifest = up.getvalue() if up else (manifest_in(source) if source else None)
+    inside = None if up or source is None else manifest_in(source)  # a manifest.csv inside the zip: paths from its folder
+    manifest, source = (up.getvalue(), source) if up else inside or (None, source)
     manifest_name = up.name if up else manifest_name
 except KneeageError as e:
     st.error(str(e))
     source = manifest = picked = None
+if source is not None and manifest is None and not only_predictions:
+    st.info(manifest_hint(source), icon=":material/description:")  # a zip or folder without manifest.csv: say so
 opt_in = st.checkbox("Keep identifying manifest columns (names, ids, dates) in the database", key="opt_in")
 inputs = (kind, picked, manifest, opt_in)  # what the dry run was made from
 if "cohort_check" in st.session_state and st.session_state.get("check_inputs") != inputs:
@@ -54,9 +58,9 @@ if "cohort_check" in st.session_state and st.session_state.get("check_inputs") !
 if source is not None and manifest is not None and st.button("Check cohort (dry run)", key="check", type="primary"):
     bar = st.progress(0.0, "Opening every image…")
     try:
-        st.session_state.cohort_check = (predictions.check_predictions(manifest, manifest_name) if only_predictions else
-                                         check_cohort(read_manifest(manifest), source, progress=lambda k, n: bar.progress(k / n),
-                                                      input_size=predictor().input_size, opt_in_identifying=opt_in))
+        size = None if only_predictions else validation.kept_input_size(predictor())
+        st.session_state.cohort_check = validation.dry_run(manifest, source, manifest_name, size, opt_in,
+                                                           progress=lambda what, k, n: bar.progress(k / n))
         st.session_state.check_source = source
         st.session_state.check_inputs = inputs
     except KneeageError as e:
@@ -84,22 +88,21 @@ if check is not None:
                                                default=[n for n, d in models.items() if str(d) == str(predictor().model_dir)][:1])
     what = (f"Record {len(methods)} prediction column(s) of" if methods else
             "Run the model on" if len(chosen) == 1 else f"Run {len(chosen)} models on")
-    if s["usable"] and (methods or chosen) and st.button(f"{what} {s['usable']} cases", key="run", type="primary"):
-        db = store()
-        if methods:
-            rid = predictions.ingest(db, check, name, site, manifest_name)[1][0]
-        else:
-            cid = validation.ingest(db, check, name, site, st.session_state.check_source, opt_in)
-            for m in chosen:
-                bar = st.progress(0.0, f"Predicting with {m}…")
-                rid = validation.run_model(db, cid, load_predictor(str(models[m])), st.session_state.check_source, cache=check.inputs,
-                                           progress=lambda k, n: bar.progress(k / n, f"Predicting… {k} of {n}"))
-        st.session_state.run_pick = rid  # the run just made is the one shown
+    if why_not := reference_problem(check):
+        st.warning(why_not, icon=":material/rule:")
+    runnable = not why_not or st.checkbox("Run for predictions only (no agreement statistics)", key="no_reference")
+    if s["usable"] and runnable and (methods or chosen) and st.button(f"{what} {s['usable']} cases", key="run", type="primary"):
+        bar = st.progress(0.0, "Predicting…")
+        done = validation.validate_cohort(store(), None, st.session_state.check_source, [load_predictor(str(models[m])) for m in chosen],
+                                          name=name, site=site, manifest_name=manifest_name, check=check, opt_in_identifying=opt_in,
+                                          progress=lambda what, k, n: bar.progress(k / n, f"{what.capitalize()}… {k} of {n}"))
+        st.session_state.run_pick = done.run_ids[0 if methods else -1]  # the run just made is the one shown
         st.rerun()  # a clean page with the results
 
 st.subheader("3 · Results")
 db = store()
 runs = db.runs()
+runs = runs[~runs.cohort_id.isin(readerstudy.demo_cohort_ids(db))]  # reader-study demo cohorts are not validation runs
 if not len(runs):
     st.info("No validation runs yet.")
     st.stop()
@@ -115,13 +118,8 @@ if pending:
     st.warning(f"{len(pending)} cases of this run have no result yet (the run was interrupted).")
     if st.button("Resume the run", key="resume"):
         try:
-            run = db.run(rid)
-            spec = cohorts.at[run["cohort_id"], "source"]
-            src = st.session_state.get("check_source") if spec.startswith("upload:") else open_source(spec)
-            if src is None:
-                open_source(spec)  # says how to continue
             bar = st.progress(0.0)
-            validation.run_model(db, run["cohort_id"], predictor(), src, progress=lambda k, n: bar.progress(k / n))
+            validation.resume(db, rid, load_predictor, st.session_state.get("check_source"), progress=lambda k, n: bar.progress(k / n))
             st.rerun()
         except KneeageError as e:
             st.error(str(e))
@@ -141,24 +139,12 @@ for name, reason in summary.get("not_computed", {}).items():
     st.warning(f"Not computed — {name}: {reason}", icon=":material/calculate:")
 for flag, n in summary["flags"].items():
     st.warning(f"{n} case(s): {FLAG_TEXT[flag]}", icon=":material/flag:")
-m = st.columns(4)
-m[0].metric("Cases", f"{summary['n']} / {summary['n_cases']}", help=f"{summary['n_failed']} could not be read")
+results_view.headline(summary)  # each number with its 95% CI on screen
 if report.withheld_text(summary):
     st.info(f"Withheld by the model (no number, left out of the statistics): {report.withheld_text(summary)}.", icon=":material/block:")
-if "mae" in summary and "loa_lower" in summary:
-    m[1].metric("MAE (months)", f"{summary['mae']:.2f}", help="BCa bootstrap 95% CI {:.2f}–{:.2f}".format(*summary["mae_ci"]))
-    m[2].metric("Bias (months)", f"{summary['bias']:+.2f}", help="model − reference; t 95% CI {:.2f}–{:.2f}".format(*summary["bias_ci"]))
-    m[3].metric("95% limits of agreement", f"{summary['loa_lower']:.1f} to {summary['loa_upper']:.1f}")
-if report.coverage_text(summary):
-    st.caption(f"Interval coverage: {report.coverage_text(summary)}.")
 for tab, (key, fig) in zip(st.tabs([k.replace("_", " ").capitalize() for k in figs]), figs.items()):
     tab.plotly_chart(fig, key=f"fig_{key}")
-if summary["comparisons"]:
-    st.write("**Model against naive and comparator estimates** (difference in MAE, paired bootstrap)")
-    st.dataframe(pd.DataFrame([{"versus": k, "MAE model": v["mae_a"], "MAE other": v["mae_other"],
-                                "difference": v["mae_difference"], "CI low": v["mae_difference_ci"][0],
-                                "CI high": v["mae_difference_ci"][1], "Wilcoxon p": v["wilcoxon_p"]}
-                               for k, v in summary["comparisons"].items()]), hide_index=True, key="comparisons")
+results_view.results(summary, meta)  # comparisons in plain sentences, coverage, tidy tables with units
 same = runs[(runs.cohort_id == db.run(rid)["cohort_id"]) & (runs.id != rid)]
 others = st.multiselect("Compare with other models on this cohort (pairwise, same cases)", list(same.id),
                         format_func=label.get, key="compare_runs") if len(same) else []
@@ -170,8 +156,6 @@ if others:
         st.download_button("Download comparison.csv", compare.exports(cmp)["comparison.csv"], "comparison.csv", key="dl_compare")
     except KneeageError as e:
         st.error(str(e))
-st.write("**By sex and age band**")
-st.dataframe(pd.DataFrame(summary["stratified"]), hide_index=True, key="strata")
 st.write("**Clinical view of error** — would the error change a decision? (kneeage.growth.clinical_view; docs/growth.md)")
 st.dataframe(pd.DataFrame(report.clinical_rows(summary.get("clinical")), columns=["measure", "value"]),
              hide_index=True, key="clinical")
@@ -179,14 +163,10 @@ if summary.get("recalibration"):
     rc = summary["recalibration"]
     st.write(f"**Site recalibration** (5-fold cross-validated line): MAE {rc['mae_before']:.2f} → {rc['mae_after']:.2f} "
              f"months, bias {rc['bias_before']:+.2f} → {rc['bias_after']:+.2f}; fitted line {rc['intercept']:.1f} + {rc['slope']:.3f}·x.")
-st.write("**Largest errors**, with Grad-CAM saliency on the model input")
-st.dataframe(pd.DataFrame(summary["worst_cases"]), hide_index=True, key="worst")
+st.write("**Largest errors**, with the model's default saliency map on its input (docs/saliency.md)")
+results_view.worst(summary)
 try:
-    spec = cohorts.at[db.run(rid)["cohort_id"], "source"]
-    if spec.startswith(predictions.PREFIX):
-        raise KneeageError("the predictions were made elsewhere; this cohort has no images.")
-    src = st.session_state.get("check_source") if spec.startswith("upload:") else None
-    gallery = worst_gallery(db.url, rid, summary["worst_cases"][:4], src)
+    gallery = worst_gallery(db.url, rid, summary["worst_cases"][:4], st.session_state.get("check_source"))
 except KneeageError as e:
     gallery = []
     st.caption(f"No gallery: {e}")
@@ -194,6 +174,4 @@ for col, g in zip(st.columns(4), gallery):
     col.image(g["framed"], caption=f"{g['case_id']}: where the model looked (orange: knee found, blue: its window)")
     col.image(g["overlay"], caption=f"{g['case_id']}: model {g['predicted']:.0f}, reference {g['reference']:.0f} months")
 
-cols = st.columns(4)
-for col, (fname, data) in zip(cols, exports.items()):
-    col.download_button(f"Download {fname}", data, fname, key=f"dl_{fname}")
+results_view.downloads(exports, meta)  # named with site, cohort and date

@@ -1,23 +1,21 @@
+"""Shared fixtures. kneeage is installed (editable, from requirements.txt); pytest puts the checkout on sys.path
+for ``tests`` and ``pages``. Importing kneeage sets HF_HUB_OFFLINE=1."""
+
+import itertools
 import os
-import sys
-from pathlib import Path
+import tempfile
+import uuid
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import pytest
 
+from kneeage.config import PROJECT_DIR
+
+ROOT = PROJECT_DIR  # the checkout: app.py, pages/, models/
 
 # ------------------------------------------------------------------------ database backends
 # The store, validation, reader-study, crash-safety and concurrency tests run against SQLite and a real
 # PostgreSQL server: $KNEEAGE_TEST_PG_URL (a server where its user may create databases; .ci/run starts
 # one), else one this session starts from Debian's binaries (tests/pg.py) and stops at the end.
-
-import itertools  # noqa: E402
-import tempfile  # noqa: E402
-import uuid  # noqa: E402
-
-import pytest  # noqa: E402
 
 BACKENDS = ["sqlite", "postgresql"]
 

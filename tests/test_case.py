@@ -88,12 +88,54 @@ def test_reports_hold_the_numbers_and_nothing_identifying(predictor):
     over = case.saliency_overlay(predictor, x, "M", "gradcam")
     page = report.case_html(res, x, over, "Grad-CAM")
     d = json.loads(report.case_json(res))
-    assert f"{d['bone_age_months']:.1f} months" in page and d["bone_age_years_months"] in page
-    assert "synthetic demo model" in page and "Brush Foundation" in page
+    from kneeage.units import age_text, range_text
+
+    assert age_text(d["bone_age_months"]) in page and range_text(*d["interval_months"]) in page  # y m (mo)
+    assert "Report date" in page and "synthetic demo model" in page and "Brush Foundation" in page
+    assert 'width:18rem;height:18rem' in page  # the model input and the overlay at one size
     assert page.count("data:image/png;base64,") == 2 and "<script" not in page and "http" not in page
     for secret in ("SECRET42", "PHANTOM", "2014", "20140309", "2025-02-01"):
         assert secret not in page and secret not in json.dumps(d)
     assert set(d) >= {"file", "bone_age_months", "interval_months", "flags", "bone_age_sds", "model_hash"}
+    typed = report.case_html(res, x, over, "Grad-CAM", patient={"Patient name": "Doe^Jane", "Accession number": "A77"})
+    assert "Doe^Jane" in typed and "A77" in typed and "typed by the user" in typed  # the report the user asked for …
+    assert "Doe^Jane" not in report.case_json(res)  # … and nothing else carries them
+
+
+def test_fold_disagreement_widens_the_interval_to_hold_every_fold(predictor):
+    """Issue #18: folds spanning 34-131 months must not give an interval of 75-103."""
+    import numpy as np
+
+    folds = np.array([34.0, 80.0, 90.0, 100.0, 131.0])
+    p = predictor._prediction(float(folds.mean()), folds, None, None, "F")
+    lo, hi = p.interval_months
+    assert p.interval_widened and lo <= 34 and hi >= 131 and "folds_disagree" in p.flags
+    assert "widened to hold every fold" in case.interval_note(p)
+    calm = predictor._prediction(87.0, np.array([85.0, 86.0, 87.0, 88.0, 89.0]), None, None, "F")
+    hw = (calm.interval_months[1] - calm.interval_months[0]) / 2
+    assert not calm.interval_widened and hw > 2  # typical agreement: the calibrated interval, unchanged
+
+
+def test_a_chest_film_is_refused_and_its_report_carries_no_number(predictor):
+    """Issue #18: a chest film (DICOM, or a PNG of one) gets no bone age unless the user overrides, marked so."""
+    import io
+
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
+    from kneeage.imaging import to_uint8
+
+    chest = load_radiograph(open(get_testdata_file("RG1_UNCI.dcm"), "rb").read(), name="chest.dcm")
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(chest.pixels, 1024)).save(buf, format="PNG")
+    for rad in (chest, load_radiograph(buf.getvalue(), name="chest.png")):
+        res, x = case.analyse(predictor, rad, "F", 100.0)
+        assert res.withheld and res.prediction.refusal == "not_a_knee" and res.sds is None
+        d = res.as_dict()
+        assert d["bone_age_months"] is None and d["interval_months"] is None
+        assert "withheld" in report.case_html(res, x)
+        over, _ = case.analyse(predictor, rad, "F", 100.0, override=True)
+        assert over.overridden and "OVERRIDDEN" in report.case_html(over, x)
 
 
 def test_list_models(tmp_path):

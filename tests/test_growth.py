@@ -205,7 +205,7 @@ def test_validation_summary_exports_and_pooling_carry_the_clinical_view():
     from kneeage import report, validation
 
     cases = _cases(1)
-    summary = validation.analyse(cases, n_boot=200)
+    summary = validation.analyse(cases, n_boot=200).as_dict()
     ok = cases[(cases.status == "done") & cases.reference_bone_age_months.notna()].reset_index(drop=True)
     assert summary["clinical"] == json.loads(json.dumps(growth.clinical_view(ok), default=float))
     out = report.validation_exports(cases, summary, {"site": "A", "cohort": "x"}, {})
@@ -216,7 +216,7 @@ def test_validation_summary_exports_and_pooling_carry_the_clinical_view():
     with zipfile.ZipFile(io.BytesIO(out["site_bundle.zip"])) as z:
         again = pd.read_csv(io.BytesIO(z.read("cases.csv")))
     assert growth.clinical_view(again)["knee_growth"] == summary["clinical"]["knee_growth"]
-    pooled = validation.pool([(cases, {"site": "A"}), (_cases(2), {"site": "B"})], n_boot=200)
+    pooled = validation.pool([(cases, {"site": "A"}), (_cases(2), {"site": "B"})], n_boot=200).as_dict()
     both = pd.concat([cases, _cases(2)], ignore_index=True)
     assert pooled["clinical"]["n"] == 80
     assert pooled["clinical"]["over"]["12"]["share"] == pytest.approx(

@@ -130,7 +130,8 @@ def test_validate_compare_and_the_reader_study_assisted_arm(work, tmp_path):
             for name in ("kneeage", *FORMATS)}
     tables = {}
     for name, rid in runs.items():
-        cases, summary, meta = validation.results_for(store, rid, n_boot=200)
+        cases, result, meta = validation.results_for(store, rid, n_boot=200)
+        summary = result.as_dict()
         assert summary["n"] == 8 and summary["mae"] > 0
         tables[name] = cases.predicted_bone_age_months.to_numpy()
         if name != "kneeage":

@@ -123,7 +123,7 @@ def test_validation_leaves_withheld_cases_out_and_counts_them():
                           "flags": [""] * 40, "sex": "F"})
     cases.loc[0, ["flags", "predicted_bone_age_months"]] = ["not_a_knee", 500.0]
     cases.loc[1, ["flags", "predicted_bone_age_months", "reference_bone_age_months"]] = ["skeletally_mature", 205.0, 214.0]
-    out = validation.analyse(cases, n_boot=200)
+    out = validation.analyse(cases, n_boot=200).as_dict()
     assert out["n"] == 38 and out["withheld"] == {"not_a_knee": 1, "skeletally_mature": 1}
     assert out["censored"]["n"] == 1 and out["censored"]["reference_at_or_above_bound"] == 1.0
     assert out["interval_coverage"] is None  # no intervals in this table
@@ -170,3 +170,21 @@ def test_withheld_case_has_no_number_unless_overridden(demo):
     res, x = case.analyse(demo, rad, "M", 120, override=True)
     assert not res.withheld and res.as_dict()["overridden"] and res.as_dict()["bone_age_months"] is not None
     assert "OVERRIDDEN" in report.case_html(res, x)
+
+
+def test_a_box_that_misses_the_knee_is_refused_and_one_around_it_is_read(demo):
+    from kneeage import case
+    from kneeage.imaging import Radiograph
+
+    k = render_knee(120, "M", rng=5, size=320)
+    sp = k.truth.pixel_spacing_mm
+    rad = Radiograph(pixels=k.pixels, name="knee.png", format="PNG", content_hash="", pixel_spacing_mm=(sp, sp))
+    x0, y0, x1, y1 = k.truth.region_px
+    corner = (0, 0, max(8, int(x0 * 0.8)), max(8, int(y0 * 0.4)))  # where the laterality marker sits
+    res, _ = case.analyse(demo, rad, "M", 120, box=corner)
+    assert res.withheld and res.prediction.refusal == "box_misses_knee" and "your box" in res.prediction.refusal_text
+    res, _ = case.analyse(demo, rad, "M", 120, box=corner, override=True)
+    assert res.overridden and res.as_dict()["bone_age_months"] is not None
+    around = (int(x0), int(y0), int(x1), int(y1))
+    res, _ = case.analyse(demo, rad, "M", 120, box=around)
+    assert "box_misses_knee" not in res.prediction.flags and res.framing.region_source == "user box"

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from kneeage.model import ModelConfig, load_card
+from kneeage.model import ModelConfig, last_stage, load_card
 from kneeage.phantom import render_hand, render_knee, write_cohort
 from kneeage.predict import Predictor, overlay, years_months
 from kneeage.train import TrainSettings, assign_folds, train
@@ -79,7 +79,7 @@ def test_ddp_with_two_cpu_processes(cohort, tmp_path):
 
 
 def test_pseudolabel_and_init_from_hand(cohort, tiny_model, tmp_path):
-    from kneeage.predict import pseudolabel
+    from kneeage.evaluate import pseudolabel
 
     hand_dir, _ = tiny_model  # any model of the same architecture serves as the "hand model" here
     df = pseudolabel(cohort / "manifest.csv", hand_dir, out=tmp_path / "pl.csv")
@@ -176,3 +176,22 @@ def test_training_killed_mid_fold_resumes_where_it_stopped(cohort, tmp_path):
     for fm in card.fold_metrics:
         assert [h["epoch"] for h in fm["history"]] == list(range(1, 9))
     assert not (out / ".resume").exists()
+
+
+def test_slim_resnet_trains_with_light_augmentation_and_gives_gradcam(cohort, tmp_path):
+    st = TrainSettings(folds=2, epochs=3, patience=10, batch_size=4, lr=3e-3, crop="full", augment="light")
+    card = train(cohort / "manifest.csv", tmp_path / "m", ModelConfig(arch="kneeage_resnet_slim", input_size=64), st, log=lambda m: None)
+    assert card.config.arch == "kneeage_resnet_slim" and all(fm["epochs_run"] == 3 for fm in card.fold_metrics)
+    pred = Predictor(tmp_path / "m", device="cpu")
+    x = pred.prepare(render_knee(90, "F", rng=2, size=96).pixels, "full")
+    assert last_stage(pred.models[0].backbone) is pred.models[0].backbone.layer4
+    s = pred.saliency(x, "F", "gradcam")  # a 2x2 map at this size, upsampled: it may be all zero after the ReLU
+    assert s.shape == x.shape and np.isfinite(s).all() and 0 <= s.min() and s.max() <= 1
+
+
+def test_unknown_architecture_is_refused_in_one_sentence():
+    from kneeage.errors import ModelError
+    from kneeage.model import create_backbone
+
+    with pytest.raises(ModelError, match="neither a ConvNeXt nor a ResNet"):
+        create_backbone("vit_tiny_patch16_224")

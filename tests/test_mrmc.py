@@ -173,7 +173,7 @@ def _reads(rng, readers=3, cases=12):
 def test_reader_study_analysis_reports_orh_and_keeps_the_bootstrap_as_sensitivity_analysis():
     reads = _reads(np.random.default_rng(8))
     reads = reads[~((reads.reader_id == "R2") & (reads.case_id == "c0") & (reads.arm == "assisted"))]  # one read missing
-    a = rs.analyse(None, "study", n_boot=200, reads=reads)
+    a = rs.analyse(None, "study", n_boot=200, reads=reads).as_dict()
     assert a["assisted_vs_unassisted"]["label"] == "sensitivity analysis (bootstrap)"
     orh = a["orh"]
     sec = orh["assisted_vs_unassisted"]

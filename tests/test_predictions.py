@@ -48,7 +48,8 @@ def test_each_prediction_column_is_validated_like_a_model(tmp_path):
     assert predictions.ingest(store, check, "hand models", "Site A", "hand_models.csv") == (cid, runs)  # idempotent
     raw = pd.read_csv(io.BytesIO(_manifest()))
     for rid, col, n in zip(runs, ("predicted_bone_age_months", "bonexpert_bone_age_years"), (30, 29)):
-        cases, summary, meta = validation.results_for(store, rid, n_boot=300)
+        cases, result, meta = validation.results_for(store, rid, n_boot=300)
+        summary = result.as_dict()
         expected = raw[col] * (12 if col.endswith("years") else 1)
         assert cases.predicted_bone_age_months.to_numpy() == pytest.approx(expected.to_numpy(), nan_ok=True)
         es = stats.error_summary(cases.predicted_bone_age_months[cases.status == "done"],
@@ -65,9 +66,12 @@ def test_each_prediction_column_is_validated_like_a_model(tmp_path):
     # two sites' bundles of the same method pool
     other = Store(tmp_path / "b.sqlite")
     _, runs_b = predictions.ingest(other, predictions.check_predictions(_manifest(seed=1)), "hand models", "Site B")
-    bundles = [validation.read_bundle(report.validation_exports(*validation.results_for(s, r, n_boot=200), {})["site_bundle.zip"])
-               for s, r in ((store, runs[1]), (other, runs_b[1]))]
-    pooled = validation.pool(bundles, n_boot=200)
+    def bundle(s, r):
+        cases, result, meta = validation.results_for(s, r, n_boot=200)
+        return validation.read_bundle(report.validation_exports(cases, result.as_dict(), meta, {})["site_bundle.zip"])
+
+    bundles = [bundle(s, r) for s, r in ((store, runs[1]), (other, runs_b[1]))]
+    pooled = validation.pool(bundles, n_boot=200).as_dict()
     assert pooled["n_sites"] == 2 and pooled["same_model"] and pooled["pooled"]["n"] == 29 + 30 - int(
         pd.read_csv(io.BytesIO(_manifest(seed=1))).bonexpert_bone_age_years.isna().sum())
     # and the two methods compare pairwise

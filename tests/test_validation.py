@@ -18,7 +18,7 @@ from kneeage import stats, validation
 from kneeage.cohort import FolderSource, ZipSource, check_cohort, manifest_in, read_manifest
 from kneeage.errors import InputError
 from kneeage.phantom import render_hand, write_cohort, write_dicom
-from kneeage.predict import Predictor
+from kneeage.predict import REFUSALS, Predictor
 from kneeage.store import Store
 from tests.conftest import ROOT
 
@@ -102,7 +102,7 @@ def test_units_dates_and_identifying_columns(cohort):
     c = check_cohort(read_manifest(dated.to_csv(index=False).encode()), FolderSource(cohort))
     assert c.cases.chronological_age_months[0] == pytest.approx(126, abs=0.1)
     assert "birth_date" not in c.cases and "study_date" not in c.cases
-    with pytest.raises(InputError, match="manifest.csv: the manifest has no 'image' column"):
+    with pytest.raises(InputError, match="manifest.csv: the header has no 'image' column"):
         read_manifest(b"case_id,sex\n1,F\n")
 
 
@@ -140,7 +140,9 @@ def test_refusal_reasons_reach_the_dry_run(cohort, tmp_path, monkeypatch):
         link.external_attr = 0o120777 << 16
         z.writestr(link, "../../outside.dcm")
     src = ZipSource(buf.getvalue(), "site.zip")
-    check = check_cohort(read_manifest(manifest_in(src)), src)
+    manifest, inside = manifest_in(src)
+    check = check_cohort(read_manifest(manifest), inside)
+    assert src.base == "" and inside.base == "site"  # the source given is left as it was
     got = {p.row: p.problem for p in check.problems.itertuples() if p.severity == "error"}
     assert got[5] == "image file 'out.dcm' is refused in site.zip: it is a symbolic link"
     assert got[7].startswith("image file 'big.dcm' is refused in site.zip: it unpacks to 3 MB")
@@ -210,18 +212,24 @@ def test_run_results_and_exports_agree_with_stats(cohort, predictor, tmp_path, n
     store.save_results(rid, [{"case_id": "SYN011-00002", "status": "done", "predicted_bone_age_months": 50.0,
                               "flags": "not_a_knee;folds_disagree"}])
     cases = validation.case_table(store, rid)
-    summary = validation.analyse(cases, n_boot=300)
+    result = validation.analyse(cases, n_boot=300)
+    # the refused image leaves the statistics, as does any knee the model itself withheld or censored
+    refused = cases["flags"].fillna("").str.split(";").map(lambda f: any(x in REFUSALS for x in f))
+    n_given = int((~refused).sum())
+    assert result.complete and result.withheld["not_a_knee"] >= 1 and sum(result.withheld.values()) == 24 - n_given
+    assert result.errors.n == n_given
+    summary = result.as_dict()  # the summary as exported
     assert summary["flags"]["not_a_knee"] == 1 and summary["flags"]["folds_disagree"] >= 1
     from kneeage import plots, report
     paths = report.write_validation(tmp_path / "out", cases, summary, {"site": "Site A", "synthetic_demo": True},
                                     plots.validation_figures(cases, summary))
     exported = pd.read_csv(paths["cases"])
     s = json.loads(paths["summary"].read_text())
-    assert s["withheld"] == {"not_a_knee": 1}  # a refused image leaves the agreement statistics
-    exported = exported[exported.case_id != "SYN011-00002"]
+    assert s["withheld"] == result.withheld  # a refused image leaves the agreement statistics
+    exported = exported[exported.case_id.isin(cases.case_id[~refused])]
     es = stats.error_summary(exported.predicted_bone_age_months, exported.reference_bone_age_months, n_boot=300)
     ba = stats.bland_altman(exported.predicted_bone_age_months, exported.reference_bone_age_months)
-    assert s["n"] == es.n == 23 and s["mae"] == pytest.approx(es.mae) and s["rmse"] == pytest.approx(es.rmse)
+    assert s["n"] == es.n == n_given and s["mae"] == pytest.approx(es.mae) and s["rmse"] == pytest.approx(es.rmse)
     assert s["mae_ci"] == pytest.approx(list(es.mae_ci)) and s["bias"] == pytest.approx(ba.bias)
     assert (s["loa_lower"], s["loa_upper"]) == pytest.approx((ba.loa_lower, ba.loa_upper))
     chron = stats.compare_errors(exported.predicted_bone_age_months, exported.chronological_age_months,
@@ -246,7 +254,9 @@ def test_a_statistic_that_cannot_be_computed_is_reported_and_the_rest_goes_on(tm
     cases = pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "sex": ["F", "M"] * (n // 2),
                           "chronological_age_months": np.linspace(60, 180, n), "reference_bone_age_months": 120.0,
                           "predicted_bone_age_months": np.linspace(180, 60, n), "status": "done", "flags": ""})
-    summary = validation.analyse(cases, n_boot=200)
+    result = validation.analyse(cases, n_boot=200)
+    assert result.passing_bablok is None and result.errors is not None
+    summary = result.as_dict()
     assert "passing_bablok" not in summary and "cannot estimate a slope" in summary["not_computed"]["Passing-Bablok regression"]
     assert summary["mae"] == pytest.approx(np.abs(np.linspace(180, 60, n) - 120).mean()) and summary["comparisons"]
     figs = plots.validation_figures(cases, summary)
@@ -282,7 +292,8 @@ def test_crash_mid_run_then_resume_loses_and_doubles_nothing(cohort, tmp_path, n
     rows = pd.DataFrame(store.rows("results"))
     assert len(rows) == 24 and rows.case_id.nunique() == 24
     assert len(store.runs()) == 1 and len(store.cohorts()) == 1
-    assert json.loads(done.stdout.strip().splitlines()[-1])["n"] == 24
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["n"] + sum(summary["withheld"].values()) == 24  # every case in the statistics or withheld
 
 
 def test_pooling_sites(cohort, predictor, new_db):
@@ -294,7 +305,9 @@ def test_pooling_sites(cohort, predictor, new_db):
     for site, shift in (("A", 0.0), ("B", 24.0), ("C", -12.0)):  # far apart, whatever the model's own error
         c = cases.assign(predicted_bone_age_months=cases.predicted_bone_age_months + shift)
         b.append((c, {"site": site, "cohort": "c", "model_hash": "h"}))
-    r = validation.pool(b, n_boot=200)
+    pooled = validation.pool(b, n_boot=200)
+    assert pooled.n_sites == 3 and pooled.bias_heterogeneity.df == 2
+    r = pooled.as_dict()  # pooled.json
     assert r["n_sites"] == 3 and r["same_model"] and r["pooled"]["n"] == 72
     biases = [s["bias"] for s in r["sites"]]
     assert biases[1] - biases[0] == pytest.approx(24)
@@ -352,3 +365,53 @@ def test_limits_are_configurable_and_their_refusals_say_so(monkeypatch, cohort, 
         from kneeage.config import limit
 
         limit(env.removeprefix("KNEEAGE_").lower())
+
+
+def test_validate_cohort_then_resume_an_interrupted_run(cohort, predictor, new_db):
+    """The workflow the page and the CLI share: dry run (seen before anything is stored), cohort, run; a run
+    interrupted part-way is finished by resume() with the run's own model, nothing doubled."""
+    from kneeage.errors import ModelError
+
+    store = Store(new_db())
+    seen = []
+    done = validation.validate_cohort(store, (cohort / "manifest.csv").read_bytes(), FolderSource(cohort), [],
+                                      name="c", site="Site R", on_check=lambda check: seen.append(len(store.cohorts())))
+    assert seen == [0] and done.run_ids == () and done.check.summary["usable"] == 24  # checked, then stored
+    assert store.cohort(done.cohort_id)["source"] == f"folder:{cohort.resolve()}"
+    partial = store.run_for(done.cohort_id, predictor.card.name, predictor.hash, str(predictor.model_dir), True)
+    store.save_results(partial, [{"case_id": c, "status": "done", "predicted_bone_age_months": 100.0}
+                                 for c in done.check.cases.case_id[:5]])  # interrupted after 5 cases
+    loaded = []
+    assert validation.resume(store, partial, lambda d: loaded.append(d) or predictor) == partial
+    assert loaded == [str(predictor.model_dir)] and store.counts(partial) == {"done": 24} and not store.pending(partial)
+    assert store.results(partial).set_index("case_id").predicted_bone_age_months[done.check.cases.case_id[0]] == 100.0
+    changed = store.run_for(done.cohort_id, "older version", "feed", str(predictor.model_dir), True)
+    with pytest.raises(ModelError, match="not the one this run used"):
+        validation.resume(store, changed, lambda d: predictor)  # never resumed with other weights
+    nothing = pd.read_csv(cohort / "manifest.csv").assign(sex="X").to_csv(index=False).encode()
+    with pytest.raises(InputError, match="no usable cases"):
+        validation.validate_cohort(store, nothing, FolderSource(cohort), [predictor], name="bad", site="Site R")
+    assert len(store.cohorts()) == 1  # nothing stored for a cohort without usable cases
+
+
+def test_image_sources_are_typed_and_reopen_only_what_they_can(cohort, tmp_path):
+    from kneeage.cohort import SourceRef, open_source
+    from kneeage.predictions import NoImages
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.write(cohort / "manifest.csv", "export/manifest.csv")
+    (tmp_path / "c.zip").write_bytes(buf.getvalue())
+    upload = ZipSource(buf.getvalue(), "c.zip")
+    assert upload.ref == SourceRef("upload", "c.zip") and upload.ref.text() == "upload:c.zip"
+    on_disk = manifest_in(ZipSource(tmp_path / "c.zip"))[1]
+    assert on_disk.ref.text() == f"zip:{(tmp_path / 'c.zip').resolve()}!export"
+    assert SourceRef.parse(on_disk.ref.text()) == on_disk.ref and open_source(on_disk.ref.text()).base == "export"
+    assert SourceRef.parse("nonsense") is None and SourceRef.parse(NoImages("m.csv").ref.text()) == SourceRef("predictions", "m.csv")
+    with pytest.raises(InputError, match="upload:c.zip: its images are not available"):
+        open_source("upload:c.zip")  # an upload is never stored
+    assert open_source("upload:c.zip", upload) is upload
+    with pytest.raises(InputError, match="upload:c.zip: its images are not available"):
+        open_source("upload:c.zip", ZipSource(buf.getvalue(), "other.zip"))  # not the same upload
+    with pytest.raises(InputError, match="the predictions were made elsewhere; this cohort has no images"):
+        open_source(NoImages("m.csv").ref)

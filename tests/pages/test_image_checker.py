@@ -3,9 +3,12 @@
 from pathlib import Path
 
 import pydicom.data
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("tiny_model")  # the workflow, not the model: a tiny one (conftest)
 
 
 def test_upload_dicom_and_non_image():

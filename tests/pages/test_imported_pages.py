@@ -39,7 +39,9 @@ def _single_case(model_dir):
 def test_onnx_model_on_the_single_case_page(imported):
     at = _single_case(imported["onnx"])
     m = {x.label: x.value for x in at.metric}
-    assert m["Bone age"].endswith(" mo") and m["90% interval"].endswith(" mo")
+    assert m["Bone age"].endswith(" mo)") and any(md.value.startswith("**90% interval:**") and md.value.endswith(" mo)")
+                                                   for md in at.markdown)
+    assert any("An imported ONNX file" in md.value for md in at.markdown)  # the readable card
     assert any("ONNX Runtime gives no gradients" in i.value for i in at.info)
     assert not any("synthetic demo model" in e.value for e in at.error)
     assert len(at.get("download_button")) == 2

@@ -1,8 +1,12 @@
 """AppTest of the validation page with predictions made elsewhere (issue #19): a CSV of prediction columns and no
 images → dry run → one run per column → results, exports, and the pairwise comparison of the two methods."""
 
+import pytest
+
 from tests.pages.test_validation_pages import _page
 from tests.test_predictions import _manifest
+
+pytestmark = pytest.mark.usefixtures("tiny_model")  # the workflow, not the model: a tiny one (conftest)
 
 NO_IMAGES = "No images: predictions made elsewhere (CSV with prediction columns)"
 

@@ -7,6 +7,8 @@ from kneeage import access, readerstudy as rs
 from kneeage.store import Store
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # the workflow, not the model: a tiny one (conftest)
+
 PROTOCOL = {"name": "page study", "seed": 9, "cases": {"sampling": "random", "n": 4},
             "arms": {"unassisted": True, "assisted": True, "repeats": 0}, "synthetic": {"n": 8, "seed": 4, "size": 160}}
 
@@ -90,7 +92,10 @@ def test_pi_first_run_sign_in_invite_and_analysis(study):
     at.run()
     assert not at.exception
     table = at.dataframe[1].value  # after the progress table
-    assert set(table.arm) == {"unassisted", "assisted"} and set(table.reader) == {"Dr New"}
+    assert set(table.Arm) == {"unassisted", "assisted"} and set(table.Reader) == {"Dr New"}
+    assert "MAE 95% CI" in table.columns and not table.astype(str).apply(lambda c: c.str.contains("None")).any().any()
+    # with one reader, inter-reader agreement cannot be computed: the dashboard says why
+    assert any(i.value.startswith("Inter-reader ICC: needs at least two readers") for i in at.info)
     assert [b.proto.label for b in at.get("download_button")] == [
         "Download reads.csv", "Download analysis.json", "Download analysis.html", "Download audit.csv"]
     at.text_input(key="pw_current").set_value("a long pi password")
@@ -115,6 +120,8 @@ def test_a_reader_session_reaches_no_pi_page(study, page):
     at.text_input(key="code").set_value(code)
     at.button(key="enter").click().run()
     assert at.subheader and "Case 1" in at.subheader[0].value
+    assert not any("Model:" in c.value for c in at.sidebar.caption)  # a reader's sidebar names no model (and, in a
+    # browser, lists no PI page: tests/e2e); AppTest opens the page file itself, which still asks for the PI password
     at.switch_page(page).run()
     assert not at.exception
     assert [t.value for t in at.text_input] == [""] and at.text_input[0].label == "PI password"

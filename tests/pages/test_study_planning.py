@@ -8,6 +8,8 @@ from kneeage import access, planning, readerstudy as rs
 from kneeage.store import Store
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # the workflow, not the model: a tiny one (conftest)
+
 PROTOCOL = {"name": "orh page study", "seed": 9, "cases": {"sampling": "random", "n": 4},
             "arms": {"unassisted": True, "assisted": True, "repeats": 0}, "synthetic": {"n": 8, "seed": 4, "size": 160}}
 
@@ -35,7 +37,7 @@ def test_dashboard_shows_orh_first_and_the_bootstrap_as_sensitivity_analysis_and
     at.text_input(key="pi_password").set_value("a long pi password")
     at.button(key="pi_login").click().run()
     assert not at.exception
-    assert set(at.dataframe[1].value.arm) == {"unassisted", "assisted"}  # the reader table keeps its place
+    assert set(at.dataframe[1].value.Arm) == {"unassisted", "assisted"}  # the reader table keeps its place
     orh = next(d.value for d in at.dataframe if "comparison" in d.value.columns)
     assert "assisted − unassisted" in set(orh.quantity) and "readers − model" in set(orh.quantity)
     assert any("Primary analysis: ORH MRMC" in m.value for m in at.markdown)

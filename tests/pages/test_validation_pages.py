@@ -10,6 +10,8 @@ from streamlit.testing.v1 import AppTest
 from kneeage.phantom import write_cohort
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # the workflow, not the model: a tiny one (conftest)
+
 
 @pytest.fixture(scope="module")
 def cohort_zip(tmp_path_factory):
@@ -57,14 +59,17 @@ def test_validation_flow_and_bundles_pool(cohort_zip, tmp_path, monkeypatch):
     assert any("Synthetic demo model" in e.value for e in at.error)
     assert len(at.get("plotly_chart")) >= 4 and len(at.get("image")) == 8  # figures; the gallery: framing and saliency
     labels = [b.proto.label for b in at.get("download_button")]
-    assert labels == [f"Download {n}" for n in ("cases.csv", "summary.json", "report.html", "site_bundle.zip")]
+    assert labels == [f"Download {n}" for n in ("cases.csv", "summary.json", "report.html", "report.pdf", "site_bundle.zip")]
+    assert any(c.value.startswith("95% CI ") for c in at.caption)  # CIs on screen, not only in tooltips
+    assert any("chronological age" in md.value and "zero" in md.value for md in at.markdown)  # the plain comparison
     assert (tmp_path / "kneeage.db").exists() and not list(tmp_path.rglob("*.zip"))  # the upload is not stored
     # the stored run gives the same numbers and the bundle the site would download
     from kneeage import report, validation
     from kneeage.store import Store
 
     store = Store()
-    cases, summary, meta = validation.results_for(store, store.runs().id[0])
+    cases, result, meta = validation.results_for(store, store.runs().id[0])
+    summary = result.as_dict()
     assert summary["n"] == 12 and f"{summary['mae']:.2f}" == metrics["MAE (months)"] and meta["site"] == "Site North"
     bundle = report.validation_exports(cases, summary, meta, {})["site_bundle.zip"]
 
@@ -81,7 +86,14 @@ def test_validation_flow_and_bundles_pool(cohort_zip, tmp_path, monkeypatch):
     assert not pool.exception
     m = {x.label: x.value for x in pool.metric}
     assert m["Sites"] == "2" and m["Cases"] == "24"
-    assert len(pool.get("plotly_chart")) == 2 and any("I²" in c.value for c in pool.caption)
+    assert len(pool.get("plotly_chart")) == 2 and any("I²" in md.value for md in pool.markdown)
+    pooled = validation.pool([validation.read_bundle(bundle), validation.read_bundle(other.getvalue())]).as_dict()
+    assert m["Pooled MAE (months, random effects)"] == f"{pooled['mae_heterogeneity']['random']:.2f}"  # = the diamond
+    labels = [b.proto.label for b in pool.get("download_button")]
+    assert labels == ["Download pooled report (HTML)", "Download pooled.json"]
+    one = _page("pages/pooling.py")
+    one.file_uploader(key="bundles").upload("north.zip", bundle, "application/zip").run()
+    assert any("Only one bundle (north.zip)" in e.value and "at least two sites" in e.value for e in one.error)
 
 
 def _zip(d, skip=()):
@@ -140,6 +152,11 @@ def test_new_run_is_shown_stale_dry_run_cleared_partial_run_marked(cohort_zip, t
     assert not at.exception
     assert any("changed since the dry run" in i.value for i in at.info)
     assert not [b for b in at.button if b.key == "run"] and not [x for x in at.metric if x.label == "Usable"]
+    at.button(key="check").click().run()  # one message about the header, not one per row
+    assert [e.value for e in at.error if "sex" in e.value] == [
+        "nosex.csv: the header has no 'sex' column (columns: " + ", ".join(c for c in m.columns if c != "sex")
+        + "); add it and check again."]
+    assert not [x for x in at.metric if x.label == "Usable"]  # no dry run with a row per case
 
 
 def test_a_cohort_zip_dropped_on_pooling_is_named_not_dumped(cohort_zip, tmp_path, monkeypatch):
@@ -153,3 +170,43 @@ def test_a_cohort_zip_dropped_on_pooling_is_named_not_dumped(cohort_zip, tmp_pat
     assert "cohort.zip: not a kneeage site bundle (it has no cases.csv)." in errors
     assert any(e.startswith("junk.zip: not a kneeage site bundle") for e in errors)
     assert all(len(e) < 300 for e in errors)
+
+
+def test_dry_run_messages_manifests_and_the_reader_study_demo_cohort(tmp_path, monkeypatch):
+    """Issue #18: a folder's manifest.csv is used; a zip without one says so; a cohort without reference bone ages
+    blocks the run unless the site asks for predictions only; a reader-study demo cohort is not a validation run."""
+    import pandas as pd
+
+    from kneeage import readerstudy as rs
+    from kneeage.store import Store
+
+    monkeypatch.setenv("KNEEAGE_HOME", str(tmp_path))
+    folder = tmp_path / "folder_cohort"
+    write_cohort(folder, 6, seed=41, size=160)
+    sid = rs.setup_study(Store(), rs.Protocol.from_dict({"name": "demo", "arms": {"assisted": True},
+                                                         "synthetic": {"n": 4, "seed": 3, "size": 128}}))
+    assert Store().study(sid)["run_id"]  # the assisted arm ran the model on the demo cohort
+    at = _page("pages/validation.py")
+    assert "No validation runs yet." in [i.value for i in at.info]  # the study's run is not a validation run
+
+    at.radio(key="source_kind").set_value("Folder on this server").run()
+    at.text_input(key="folder").set_value(str(folder)).run()
+    assert not any("has no manifest.csv" in i.value for i in at.info)
+    at.button(key="check").click().run()  # the folder's own manifest.csv
+    assert {m.label: m.value for m in at.metric}["Rows"] == "6"
+
+    bare = io.BytesIO()
+    with zipfile.ZipFile(bare, "w") as z:
+        z.write(folder / "images" / sorted(p.name for p in (folder / "images").iterdir())[0], "images/a.dcm")
+    at.radio(key="source_kind").set_value("Zip upload (images, optionally with manifest.csv inside)").run()
+    at.file_uploader(key="zip").upload("bare.zip", bare.getvalue(), "application/zip").run()
+    assert any("The zip has no manifest.csv" in i.value for i in at.info)
+
+    at.radio(key="source_kind").set_value("Folder on this server").run()
+    no_ref = pd.read_csv(folder / "manifest.csv").drop(columns="reference_bone_age_months")
+    at.file_uploader(key="manifest").upload("noref.csv", no_ref.to_csv(index=False).encode(), "text/csv").run()
+    at.button(key="check").click().run()
+    assert any("gives no reference bone age" in w.value for w in at.warning)
+    assert not [b for b in at.button if b.key == "run"]  # blocked …
+    at.checkbox(key="no_reference").check().run()
+    assert [b for b in at.button if b.key == "run"]  # … unless the site asks for predictions only

@@ -1,0 +1,30 @@
+"""A tiny model for the page tests that exercise workflows rather than a model's judgement (validation, pooling,
+reader studies, the image checker): the pages and the package find installed models in $KNEEAGE_MODELS, so a
+test module that uses ``tiny_model`` sees only this one, and runs it instead of the 5-fold demo. The single-case
+tests keep the bundled demo model: they check what it finds (the knee, a hand film)."""
+
+import pytest
+import torch
+
+from kneeage.model import BoneAgeNet, ModelCard, ModelConfig, save_card, save_fold
+from tests.test_imported import BANDS
+
+TINY = ModelConfig(arch="kneeage_convnext_nano_test", input_size=64, label_std=30.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A models folder holding one tiny 1-fold model, marked as a synthetic demo like the bundled one."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_fold(BoneAgeNet(TINY), root / "tiny", 0)
+    save_card(ModelCard(name="tiny test model", config=TINY, folds=1, synthetic_demo=True, interval=BANDS,
+                        training_data="untrained: for page tests"), root / "tiny")
+    return root
+
+
+@pytest.fixture
+def tiny_model(tiny_models, monkeypatch):
+    """The installed models are the tiny one only (the default model, in the pages and in ``Predictor()``)."""
+    monkeypatch.setenv("KNEEAGE_MODELS", str(tiny_models))
+    return tiny_models / "tiny"
