@@ -12,6 +12,16 @@ from kneeage.config import PROJECT_DIR
 
 ROOT = PROJECT_DIR  # the checkout: app.py, pages/, models/
 
+
+def new_study(home, monkeypatch, protocol: dict):
+    """A reader study set up from ``protocol`` in a fresh kneeage home: (store, study id)."""
+    from kneeage import readerstudy
+    from kneeage.store import Store
+
+    monkeypatch.setenv("KNEEAGE_HOME", str(home))
+    store = Store()
+    return store, readerstudy.setup_study(store, readerstudy.Protocol.from_dict(protocol))
+
 # ------------------------------------------------------------------------ database backends
 # The store, validation, reader-study, crash-safety and concurrency tests run against SQLite and a real
 # PostgreSQL server: $KNEEAGE_TEST_PG_URL (a server where its user may create databases; .ci/run starts

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from kneeage import access, readerstudy as rs
 from kneeage.access import AccessError
 from kneeage.store import Store
+from tests.conftest import new_study
 
 PROTOCOL = {"name": "session study", "seed": 2, "cases": {"sampling": "random", "n": 3},
             "arms": {"unassisted": True, "assisted": False, "repeats": 0}, "synthetic": {"n": 5, "seed": 6, "size": 128}}
@@ -16,9 +17,7 @@ PROTOCOL = {"name": "session study", "seed": 2, "cases": {"sampling": "random", 
 
 @pytest.fixture
 def study(tmp_path, monkeypatch):
-    monkeypatch.setenv("KNEEAGE_HOME", str(tmp_path))
-    store = Store()
-    return store, rs.setup_study(store, rs.Protocol.from_dict(PROTOCOL))
+    return new_study(tmp_path, monkeypatch, PROTOCOL)
 
 
 def test_codes_use_no_ambiguous_characters_and_are_typed_any_way(study):

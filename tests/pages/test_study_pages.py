@@ -5,7 +5,7 @@ from streamlit.testing.v1 import AppTest
 
 from kneeage import access, readerstudy as rs
 from kneeage.store import Store
-from tests.conftest import ROOT
+from tests.conftest import ROOT, new_study
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # the workflow, not the model: a tiny one (conftest)
 
@@ -15,10 +15,7 @@ PROTOCOL = {"name": "page study", "seed": 9, "cases": {"sampling": "random", "n"
 
 @pytest.fixture
 def study(tmp_path, monkeypatch):
-    monkeypatch.setenv("KNEEAGE_HOME", str(tmp_path))
-    store = Store()
-    sid = rs.setup_study(store, rs.Protocol.from_dict(PROTOCOL))
-    return store, sid
+    return new_study(tmp_path, monkeypatch, PROTOCOL)
 
 
 def _app(path):

@@ -5,8 +5,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from kneeage import access, planning, readerstudy as rs
-from kneeage.store import Store
-from tests.conftest import ROOT
+from tests.conftest import ROOT, new_study
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # the workflow, not the model: a tiny one (conftest)
 
@@ -16,9 +15,7 @@ PROTOCOL = {"name": "orh page study", "seed": 9, "cases": {"sampling": "random",
 
 @pytest.fixture
 def study(tmp_path, monkeypatch):
-    monkeypatch.setenv("KNEEAGE_HOME", str(tmp_path))
-    store = Store()
-    sid = rs.setup_study(store, rs.Protocol.from_dict(PROTOCOL))
+    store, sid = new_study(tmp_path, monkeypatch, PROTOCOL)
     refs = store.cases(store.study(sid)["cohort_id"]).set_index("case_id").reference_bone_age_months
     rng = np.random.default_rng(1)
     for name in ("Dr One", "Dr Two"):
