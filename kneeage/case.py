@@ -133,7 +133,8 @@ def analyse(predictor: Predictor, radiograph: Radiograph, sex: str, chronologica
     framing = predictor.frame(radiograph.pixels, check_box(box, radiograph), radiograph.pixel_spacing_mm or spacing_mm)
     x = predictor.prepare(radiograph.pixels, framing=framing)
     pred = predictor.predict_many([x], [sex], [chron], [radiograph.body_part])[0]
-    if framing.box_misses_region:
+    localiser = predictor.framer.localiser  # a user's box is checked against the knee the localiser finds
+    if framing.region_source == "user box" and localiser is not None and framing.misses(localiser.find(radiograph.pixels)):
         pred = replace(pred, flags=("box_misses_knee",) + pred.flags)
     sds = None
     overridden = bool(override and pred.refusal)

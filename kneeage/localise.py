@@ -128,20 +128,16 @@ class Framing:
     window_px: tuple[float, float, float, float] | None
     spacing_mm: tuple[float, float] | None
     spacing_source: str  # "header", "given", "estimated from the anatomy", "not used"
-    found_px: tuple[float, float, float, float] | None = None  # the localiser's region where the user gave a box
 
-    @property
-    def box_misses_region(self) -> bool:
-        """The user's box and the region the localiser finds share nothing: neither holds the other's centre
-        (a box drawn around the laterality marker, or on the wrong film)."""
-        if self.found_px is None:
-            return False
+    def misses(self, found_px) -> bool:
+        """A user's box and the region the localiser finds (``found_px``) share nothing: neither holds the
+        other's centre (a box drawn around the laterality marker, or on the wrong part of the film)."""
 
         def holds(b, other):
             cx, cy = (other[0] + other[2]) / 2, (other[1] + other[3]) / 2
             return b[0] <= cx <= b[2] and b[1] <= cy <= b[3]
 
-        return not (holds(self.region_px, self.found_px) or holds(self.found_px, self.region_px))
+        return not (holds(self.region_px, found_px) or holds(found_px, self.region_px))
 
     def as_dict(self) -> dict:
         return {"region_px": [round(v, 1) for v in self.region_px], "region_source": self.region_source,
@@ -175,9 +171,8 @@ class Framer:
             region, src = (0.0, 0.0, float(w), float(h)), "whole image"
         else:
             region, src = tuple(float(v) for v in resolve_box(pixels, parse_box(box) if isinstance(box, str) else box)), "user box"
-        found = self.localiser.find(pixels) if src == "user box" and self.localiser is not None else None
         if self.spacing_mm is None:
-            return Framing(region, src, None, None, "not used", found)
+            return Framing(region, src, None, None, "not used")
         if spacing is not None and not isinstance(spacing, (tuple, list)):
             spacing = (float(spacing), float(spacing))
         if spacing is not None and all(np.isfinite(v) and v > 0 for v in spacing):
@@ -188,7 +183,7 @@ class Framer:
             sp, sp_src = (est, est), "estimated from the anatomy"
         cx, cy = (region[0] + region[2]) / 2, (region[1] + region[3]) / 2
         hw_x, hw_y = self.window_mm / 2 / sp[1], self.window_mm / 2 / sp[0]
-        return Framing(region, src, (cx - hw_x, cy - hw_y, cx + hw_x, cy + hw_y), sp, sp_src, found)
+        return Framing(region, src, (cx - hw_x, cy - hw_y, cx + hw_x, cy + hw_y), sp, sp_src)
 
     def input(self, pixels: np.ndarray, framing: Framing) -> np.ndarray:
         if framing.window_px is None:  # pixel-relative (models made before physical framing)
