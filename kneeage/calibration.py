@@ -68,3 +68,33 @@ def coverage(cases: pd.DataFrame) -> dict | None:
     return {"overall": float(ok.mean()), "n": int(len(d)),
             "by_band": [{"band": str(b), "n": int((band == b).sum()), "coverage": float(ok[band == b].mean())}
                         for b in band.categories if (band == b).any()]}
+
+
+FEATURE_QC_FILE = "feature_qc.safetensors"  # in a model directory: the training features' mean and precision
+
+
+def fit_feature_qc(fit: np.ndarray, held_out: np.ndarray) -> tuple[dict, dict]:
+    """How unlike its training images an image is, in the model's pooled features: the Mahalanobis distance
+    to the training images' features, with scikit-learn's Ledoit-Wolf shrunk covariance fitted on ``fit``
+    (N, C). Thresholds come from the 99th percentile of the distances of ``held_out`` training images that the
+    covariance did not see (those it saw sit closer than new images of the same kind): "unlike training"
+    beyond 1.25 × that percentile, "not a knee" beyond 2 ×. Returns (tensors for :data:`FEATURE_QC_FILE`,
+    the card's QC entries). The full covariance is what separates real films from phantoms: a per-feature
+    (diagonal) distance put real lower-leg and chest CRs inside the training range (docs/replication.md)."""
+    from sklearn.covariance import LedoitWolf  # imported where used: slow to import
+
+    lw = LedoitWolf().fit(np.asarray(fit, np.float64))
+    p99 = float(np.percentile(np.sqrt(lw.mahalanobis(np.asarray(held_out, np.float64))), 99))
+    tensors = {"mean": lw.location_.astype(np.float32), "precision": lw.precision_.astype(np.float32)}
+    return tensors, {"feature_distance": "mahalanobis (Ledoit-Wolf)", "feature_distance_p99": p99,
+                     "unlike_training_distance": p99 * 1.25, "not_knee_distance": p99 * 2.0,
+                     "feature_qc_images": [len(fit), len(held_out)]}
+
+
+def feature_distance(feats: np.ndarray, qc: dict) -> np.ndarray:
+    """Distance of each row of ``feats`` (N, C) to the training features: Mahalanobis with ``qc['precision']``
+    when the model has :data:`FEATURE_QC_FILE`, else (older models) the root-mean-square z-score over features."""
+    d = np.asarray(feats, np.float64) - qc["mean"]
+    if "precision" in qc:
+        return np.sqrt(np.maximum(np.einsum("nc,cd,nd->n", d, qc["precision"], d), 0))
+    return np.sqrt(((d / qc["std"]) ** 2).mean(1))

@@ -10,10 +10,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from scipy import ndimage
 
 from . import units
-from .calibration import half_width
+from .calibration import FEATURE_QC_FILE, feature_distance, half_width
 from .config import BUNDLED_MODELS, default_model_dir, models_root
 from .conventions import is_knee_part, require_sex
 from .errors import InputError, ModelError
@@ -141,8 +142,10 @@ class Predictor:
         self.framer = Framer(cfg.input_size, None if self.runner else cfg.spacing_mm, localiser)
         self.hash = model_hash(self.model_dir)
         qc = self.card.qc or {}
-        self._mu = torch.tensor(qc["feature_mean"]) if qc.get("feature_mean") else None
-        self._sd = torch.tensor(qc["feature_std"]) if qc.get("feature_std") else None
+        qc_file = self.model_dir / FEATURE_QC_FILE
+        self._feature_qc = ({k: v.double().numpy() for k, v in load_file(str(qc_file)).items()} if qc_file.is_file()
+                            else {"mean": np.array(qc["feature_mean"]), "std": np.array(qc["feature_std"])} if qc.get("feature_mean")
+                            else None)
 
     @property
     def input_size(self) -> int:
@@ -246,8 +249,8 @@ class Predictor:
         card, qc = self.card, self.card.qc or {}
         flags = []
         dist = float("nan")
-        if self._mu is not None and feat is not None:
-            dist = float(torch.sqrt((((feat - self._mu) / self._sd) ** 2).mean()))
+        if self._feature_qc is not None and feat is not None:
+            dist = float(feature_distance(feat.double().numpy()[None], self._feature_qc)[0])
         if not is_knee_part(body_part, card.config.body_part) or dist > qc.get("not_knee_distance", np.inf):
             flags.append("not_a_knee")
         elif dist > qc.get("unlike_training_distance", np.inf):

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import save_file
 
 from . import __version__
-from .calibration import calibrate_interval, half_width
+from .calibration import FEATURE_QC_FILE, calibrate_interval, fit_feature_qc, half_width
 from .cohort import check_sexes, frame_images
 from .errors import InputError
 from .files import atomic_write
@@ -297,22 +298,17 @@ def _finish(cfg, st, data, oof, state, out: Path, name, device, localiser=None) 
     else:
         interval = calibrate_interval(oof, y)
         interval["calibrated_against"] = f"training labels ({st.label_column}, out-of-fold predictions)"
-    # QC: fold disagreement and feature-space distance, measured on the training images.
+    # QC: fold disagreement on training images, and feature-space distance (fitted on up to 1024 training
+    # images, thresholds from up to 512 others).
     models = [load_fold(cfg, p).to(device) for p in fold_paths(out)]
-    n_qc = min(len(y), 512)
-    idx = np.random.default_rng(0).choice(len(y), n_qc, replace=False)
-    per_fold = np.stack([predict_tensor(m, data.images[idx], data.sex[idx], data.chron[idx], device) for m in models])
-    feats = predict_tensor(models[0], data.images[idx], None, None, device, features=True)
-    mu, sd = feats.mean(0), feats.std(0) + 1e-6
-    dist = np.sqrt((((feats - mu) / sd) ** 2).mean(1))
-    qc = {
-        "fold_sd_threshold_months": float(np.percentile(per_fold.std(0), 99)) * 1.5 if len(models) > 1 else None,
-        "feature_mean": mu.tolist(),
-        "feature_std": sd.tolist(),
-        "feature_distance_p99": float(np.percentile(dist, 99)),
-        "unlike_training_distance": float(np.percentile(dist, 99)) * 1.25,
-        "not_knee_distance": float(np.percentile(dist, 99)) * 2.0,
-    }
+    order = np.random.default_rng(0).permutation(len(y))
+    n_held = min(512, len(y) // 2)
+    held_idx, fit_idx = order[:n_held], order[n_held : n_held + 1024]
+    per_fold = np.stack([predict_tensor(m, data.images[held_idx], data.sex[held_idx], data.chron[held_idx], device) for m in models])
+    feats = {k: predict_tensor(models[0], data.images[i], None, None, device, features=True) for k, i in (("fit", fit_idx), ("held", held_idx))}
+    tensors, qc = fit_feature_qc(feats["fit"], feats["held"])
+    atomic_write(out / FEATURE_QC_FILE, lambda tmp: save_file({k: torch.from_numpy(v) for k, v in tensors.items()}, str(tmp)))
+    qc["fold_sd_threshold_months"] = float(np.percentile(per_fold.std(0), 99)) * 1.5 if len(models) > 1 else None
     if cfg.body_part == "knee":  # the top of the trained range: reported as "at least", never as a number
         sex = data.sex.numpy()
         qc["mature_from_months"] = {s: float(np.quantile(y[sex == v], 0.95)) for s, v in (("F", 0), ("M", 1)) if (sex == v).sum() >= 20}

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from kneeage.calibration import feature_distance, fit_feature_qc
 from kneeage.model import ModelConfig, last_stage, load_card
 from kneeage.phantom import render_hand, render_knee, write_cohort
 from kneeage.predict import Predictor, overlay, years_months
@@ -48,7 +49,23 @@ def test_tiny_model_loss_falls_and_card_is_complete(tiny_model):
     disk = load_card(out)
     assert disk.folds == 2 and disk.config.arch == TINY["arch"] and disk.label_source == "reference_bone_age_months"
     assert 0.0 <= disk.interval["oof_coverage"] <= 1.0 and len(disk.interval["bands"]) == 5
-    assert sorted(p.name for p in out.iterdir()) == ["fold_0.safetensors", "fold_1.safetensors", "model_card.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["feature_qc.safetensors", "fold_0.safetensors", "fold_1.safetensors", "model_card.json"]
+
+
+def test_feature_distance_is_mahalanobis_with_thresholds_from_held_out_images():
+    """Correlated features (as a network's are): an image whose features break the correlation lies far from
+    training although each feature alone is ordinary; new images of the training kind pass 99% of the time."""
+    rng = np.random.default_rng(0)
+    cov = 0.9 * np.ones((8, 8)) + 0.1 * np.eye(8)
+    fit, held, new = (rng.multivariate_normal(np.zeros(8), cov, n) for n in (1000, 500, 4000))
+    tensors, qc = fit_feature_qc(fit, held)
+    assert qc["unlike_training_distance"] == pytest.approx(1.25 * qc["feature_distance_p99"])
+    d = feature_distance(new, tensors)
+    assert 0.005 < (d > qc["feature_distance_p99"]).mean() < 0.02
+    odd = np.array([[1.5, -1.5] * 4])  # each feature 1.5 SD from its mean, but against the correlation
+    assert feature_distance(odd, tensors)[0] > qc["not_knee_distance"]
+    diagonal = {"mean": fit.mean(0), "std": fit.std(0)}  # older model cards: RMS z-score, blind to correlation
+    assert feature_distance(odd, diagonal)[0] == pytest.approx(1.5, abs=0.15)
 
 
 def test_no_early_stop_before_min_epochs(cohort, tmp_path):
