@@ -135,6 +135,7 @@ class ModelCard:
     code_version: str = ""
     date: str = ""
     fold_metrics: list = field(default_factory=list)
+    output_calibration: dict = field(default_factory=dict)  # raw output → reference scale, per sex (kneeage.calibration)
     interval: dict = field(default_factory=dict)  # calibrated half-widths, coverage
     qc: dict = field(default_factory=dict)  # thresholds for quality flags
     label_range_months: tuple = (0.0, TRAINED_MAX_MONTHS)
@@ -152,6 +153,7 @@ class ModelCard:
         d = json.loads(self.to_json())
         d["fold_metrics"] = [{k: v for k, v in m.items() if k != "history"} for m in d["fold_metrics"]]
         d["qc"] = {k: v for k, v in d["qc"].items() if not isinstance(v, list)}
+        d["output_calibration"] = {k: v for k, v in d["output_calibration"].items() if not isinstance(v, dict)}
         return d
 
     @classmethod

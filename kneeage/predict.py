@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from scipy import ndimage
 
 from . import units
-from .calibration import FEATURE_QC_FILE, feature_distance, half_width
+from .calibration import FEATURE_QC_FILE, calibrate_output, feature_distance, half_width
 from .config import BUNDLED_MODELS, default_model_dir, models_root
 from .conventions import is_knee_part, require_sex
 from .errors import InputError, ModelError
@@ -247,6 +247,8 @@ class Predictor:
 
     def _prediction(self, ba: float, folds: np.ndarray, feat: torch.Tensor, body_part, sex: str | None = None) -> Prediction:
         card, qc = self.card, self.card.qc or {}
+        ba, folds = (calibrate_output(v, sex, card.output_calibration) for v in (ba, folds))
+        ba = float(ba)
         flags = []
         dist = float("nan")
         if self._feature_qc is not None and feat is not None:

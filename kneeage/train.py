@@ -23,7 +23,8 @@ import torch
 from safetensors.torch import save_file
 
 from . import __version__
-from .calibration import FEATURE_QC_FILE, calibrate_interval, fit_feature_qc, half_width
+from .calibration import (FEATURE_QC_FILE, SEX_CODES, calibrate_interval, calibrate_output, cross_fitted_output, fit_feature_qc,
+                          fit_output_calibration)
 from .cohort import check_sexes, frame_images
 from .errors import InputError
 from .files import atomic_write
@@ -280,21 +281,26 @@ def train(manifest: str | Path, out: str | Path, cfg: ModelConfig | None = None,
             torch.distributed.barrier()
     if rank == 0 and localiser is not None:
         localiser.save(out)
-    card = _finish(cfg, st, data, oof, state, out, name, device, localiser) if rank == 0 else None
+    card = _finish(cfg, st, data, oof, folds, state, out, name, device, localiser) if rank == 0 else None
     if world > 1:
         torch.distributed.barrier()
     return card
 
 
-def _finish(cfg, st, data, oof, state, out: Path, name, device, localiser=None) -> ModelCard:
-    """Calibrate intervals on the out-of-fold predictions, set QC thresholds, write the card."""
+def _finish(cfg, st, data, oof, folds, state, out: Path, name, device, localiser=None) -> ModelCard:
+    """Calibrate the output and the intervals on the out-of-fold predictions, set QC thresholds, write the card."""
     y = data.labels.numpy()
+    sex = data.sex.numpy()
     res = oof - y
     ref = data.reference
+    calibration, scale = {}, y
     if ref is not None and np.isfinite(ref).sum() >= 100:  # calibrate on what sites compare with: the reference reads
-        interval = calibrate_interval(oof, ref)
-        interval["calibrated_against"] = "reference reads (out-of-fold predictions)"
-        interval["oof_coverage_of_labels"] = float((np.abs(oof - y) <= [half_width(interval, p) for p in oof]).mean())
+        calibration, scale = fit_output_calibration(oof, ref, sex), ref
+        cal_oof = cross_fitted_output(oof, ref, sex, folds)
+        interval = calibrate_interval(cal_oof, ref)
+        interval["calibrated_against"] = "reference reads (out-of-fold predictions, output calibrated on the other folds)"
+        interval["oof_mae_vs_reference"] = float(np.nanmean(np.abs(cal_oof - ref)))
+        interval["oof_mae_vs_reference_uncalibrated"] = float(np.nanmean(np.abs(oof - ref)))
     else:
         interval = calibrate_interval(oof, y)
         interval["calibrated_against"] = f"training labels ({st.label_column}, out-of-fold predictions)"
@@ -305,13 +311,14 @@ def _finish(cfg, st, data, oof, state, out: Path, name, device, localiser=None) 
     n_held = min(512, len(y) // 2)
     held_idx, fit_idx = order[:n_held], order[n_held : n_held + 1024]
     per_fold = np.stack([predict_tensor(m, data.images[held_idx], data.sex[held_idx], data.chron[held_idx], device) for m in models])
+    for name_, code in SEX_CODES:  # fold disagreement on the scale the user sees
+        per_fold[:, sex[held_idx] == code] = calibrate_output(per_fold[:, sex[held_idx] == code], name_, calibration)
     feats = {k: predict_tensor(models[0], data.images[i], None, None, device, features=True) for k, i in (("fit", fit_idx), ("held", held_idx))}
     tensors, qc = fit_feature_qc(feats["fit"], feats["held"])
     atomic_write(out / FEATURE_QC_FILE, lambda tmp: save_file({k: torch.from_numpy(v) for k, v in tensors.items()}, str(tmp)))
     qc["fold_sd_threshold_months"] = float(np.percentile(per_fold.std(0), 99)) * 1.5 if len(models) > 1 else None
     if cfg.body_part == "knee":  # the top of the trained range: reported as "at least", never as a number
-        sex = data.sex.numpy()
-        qc["mature_from_months"] = {s: float(np.quantile(y[sex == v], 0.95)) for s, v in (("F", 0), ("M", 1)) if (sex == v).sum() >= 20}
+        qc["mature_from_months"] = {s: float(np.nanquantile(scale[sex == v], 0.95)) for s, v in SEX_CODES if (sex == v).sum() >= 20}
     fold_metrics = [state["folds"][str(k)]["metrics"] for k in range(st.folds)]
     card = ModelCard(
         name=name,
@@ -323,9 +330,10 @@ def _finish(cfg, st, data, oof, state, out: Path, name, device, localiser=None) 
         code_version=f"kneeage {__version__}",
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         fold_metrics=fold_metrics,
+        output_calibration=calibration,
         interval=interval,
         qc=qc,
-        label_range_months=(float(y.min()), float(y.max())),
+        label_range_months=(float(np.nanmin(scale)), float(np.nanmax(scale))),
         localiser=localiser.info if localiser is not None else {},
         results={"oof_mae": float(np.abs(res).mean()), "oof_bias": float(res.mean()), "n": int(len(y)),
                  "settings": asdict(st)},

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from kneeage.calibration import feature_distance, fit_feature_qc
+from kneeage.calibration import calibrate_output, cross_fitted_output, feature_distance, fit_feature_qc, fit_output_calibration
 from kneeage.model import ModelConfig, last_stage, load_card
 from kneeage.phantom import render_hand, render_knee, write_cohort
 from kneeage.predict import Predictor, overlay, years_months
@@ -66,6 +66,24 @@ def test_feature_distance_is_mahalanobis_with_thresholds_from_held_out_images():
     assert feature_distance(odd, tensors)[0] > qc["not_knee_distance"]
     diagonal = {"mean": fit.mean(0), "std": fit.std(0)}  # older model cards: RMS z-score, blind to correlation
     assert feature_distance(odd, diagonal)[0] == pytest.approx(1.5, abs=0.15)
+
+
+def test_output_calibration_maps_a_biased_shrunk_output_to_the_reference_scale():
+    """A model that reads boys 8 months young and shrinks toward the mean: the per-sex isotonic map, fitted on
+    other folds, takes the bias out; a sex without a map, or a card without one, keeps the raw output."""
+    rng = np.random.default_rng(1)
+    n = 2000
+    sex = rng.integers(0, 2, n)
+    ref = rng.uniform(12, 204, n)
+    raw = 108 + 0.8 * (ref - 108) - 8 * sex + rng.normal(0, 4, n)
+    folds = np.arange(n) % 5
+    cal = cross_fitted_output(raw, ref, sex, folds)
+    assert np.abs(raw - ref)[sex == 1].mean() > 10 and np.abs(cal - ref).mean() < 4.5
+    assert abs((cal - ref)[sex == 1].mean()) < 0.5 and abs((cal - ref)[sex == 0].mean()) < 0.5
+    m = fit_output_calibration(raw, ref, sex)
+    assert np.all(np.diff(m["M"]["calibrated"]) >= 0)  # monotone: a more mature knee never reads younger
+    assert calibrate_output(100.0, "M", m) > 103 and calibrate_output(100.0, None, m) == 100.0  # boys read older
+    assert calibrate_output(100.0, "M", {}) == 100.0
 
 
 def test_no_early_stop_before_min_epochs(cohort, tmp_path):
