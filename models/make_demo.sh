@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the bundled synthetic demo model and the replication table (docs/replication.md).
 # Usage: bash models/make_demo.sh WORKDIR MODELDIR RESULTS_JSON
-# The defaults are the shipped demo's recipe: about an hour and a half on a 2-core CPU. Every number it
+# The defaults are the shipped demo's recipe: about two hours on a 2-core CPU with nothing else running. Every number it
 # prints is SYNTHETIC. Both models are framed in millimetres around the region a learned localiser finds
 # (kneeage.localise): the knee model sees INPUT px at SPACING mm, the hand model HAND_INPUT px at HAND_SPACING.
 # Environment overrides: N_HANDS N_TRAIN N_TEST SIZE ARCH INPUT SPACING HAND_INPUT HAND_SPACING HAND_AUGMENT BS LR LOC_EPOCHS HAND_LOC_EPOCHS
@@ -9,10 +9,10 @@
 # model (variants only); VARIANTS=0 skips the variants.
 set -euo pipefail
 WORK=${1:-runs/demo}; MODEL=${2:-models/demo}; RESULTS=${3:-$WORK/results.json}
-W=${WORKERS:-$(nproc)}; SIZE=${SIZE:-256}; ARCH=${ARCH:-kneeage_convnext_zepto}; HAND_AUGMENT=${HAND_AUGMENT:-auto}; INPUT=${INPUT:-128}; SPACING=${SPACING:-1.0}; BS=${BS:-32}; LR=${LR:-2e-3}
+W=${WORKERS:-$(nproc)}; SIZE=${SIZE:-256}; ARCH=${ARCH:-kneeage_resnet_slim}; HAND_AUGMENT=${HAND_AUGMENT:-light}; INPUT=${INPUT:-128}; SPACING=${SPACING:-1.0}; BS=${BS:-32}; LR=${LR:-2e-3}
 HAND_INPUT=${HAND_INPUT:-160}; HAND_SPACING=${HAND_SPACING:-1.25}; LOC_EPOCHS=${LOC_EPOCHS:-6}; HAND_LOC_EPOCHS=${HAND_LOC_EPOCHS:-10}
 N_HANDS=${N_HANDS:-2000}; N_TRAIN=${N_TRAIN:-2400}; N_TEST=${N_TEST:-400}
-HAND_FOLDS=${HAND_FOLDS:-2}; HAND_EPOCHS=${HAND_EPOCHS:-6}; KNEE_FOLDS=${KNEE_FOLDS:-5}; KNEE_EPOCHS=${KNEE_EPOCHS:-3}
+HAND_FOLDS=${HAND_FOLDS:-2}; HAND_EPOCHS=${HAND_EPOCHS:-14}; KNEE_FOLDS=${KNEE_FOLDS:-5}; KNEE_EPOCHS=${KNEE_EPOCHS:-12}
 VAR_FOLDS=${VAR_FOLDS:-2}; VAR_EPOCHS=${VAR_EPOCHS:-12}; MAIN=${MAIN:-1}; VARIANTS=${VARIANTS:-1}
 K=python3
 START=$(date +%s); el() { echo $(( $(date +%s) - START )); }
