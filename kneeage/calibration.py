@@ -9,9 +9,11 @@ model card's ``interval`` holds the rule: ``level``, ``overall_half_width_months
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from safetensors.torch import load_file
 
 from . import stats
 
@@ -128,6 +130,17 @@ def fit_feature_qc(fit: np.ndarray, held_out: np.ndarray) -> tuple[dict, dict]:
     return tensors, {"feature_distance": "mahalanobis (Ledoit-Wolf)", "feature_distance_p99": p99,
                      "unlike_training_distance": p99 * 1.25, "not_knee_distance": p99 * 2.0,
                      "feature_qc_images": [len(fit), len(held_out)]}
+
+
+def load_feature_qc(model_dir: Path, qc: dict) -> dict | None:
+    """A model's training-feature statistics for :func:`feature_distance`: :data:`FEATURE_QC_FILE` when the
+    directory has it, else an older card's per-feature mean and SD, else None (no distance)."""
+    path = Path(model_dir) / FEATURE_QC_FILE
+    if path.is_file():
+        return {k: v.double().numpy() for k, v in load_file(str(path)).items()}
+    if qc.get("feature_mean"):
+        return {"mean": np.array(qc["feature_mean"]), "std": np.array(qc["feature_std"])}
+    return None
 
 
 def feature_distance(feats: np.ndarray, qc: dict) -> np.ndarray:

@@ -10,11 +10,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from scipy import ndimage
 
 from . import units
-from .calibration import FEATURE_QC_FILE, calibrate_output, feature_distance, half_width
+from .calibration import calibrate_output, feature_distance, half_width, load_feature_qc
 from .config import BUNDLED_MODELS, default_model_dir, models_root
 from .conventions import is_knee_part, require_sex
 from .errors import InputError, ModelError
@@ -142,10 +141,7 @@ class Predictor:
         self.framer = Framer(cfg.input_size, None if self.runner else cfg.spacing_mm, localiser)
         self.hash = model_hash(self.model_dir)
         qc = self.card.qc or {}
-        qc_file = self.model_dir / FEATURE_QC_FILE
-        self._feature_qc = ({k: v.double().numpy() for k, v in load_file(str(qc_file)).items()} if qc_file.is_file()
-                            else {"mean": np.array(qc["feature_mean"]), "std": np.array(qc["feature_std"])} if qc.get("feature_mean")
-                            else None)
+        self._feature_qc = load_feature_qc(self.model_dir, qc)
 
     @property
     def input_size(self) -> int:
