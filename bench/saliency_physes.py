@@ -85,6 +85,7 @@ def measure(model_dir=DEFAULT_MODEL_DIR, n=40, seed=5, size=512) -> dict:
             "enrichment_5mm": _ci([r[f"{m}_share_5mm"] / r["area_5mm"] for r in rows]),
             "peak_on_physis": _ci([r[f"{m}_peak_on_physis"] for r in rows]),
             "border_share": _ci([r[f"{m}_border_share"] for r in rows]),
+            "empty_maps": sum(not np.isfinite(r[f"{m}_share_5mm"]) for r in rows),  # no mass: left out of every figure
         }
     pairs = {}
     for a in methods:
@@ -93,7 +94,7 @@ def measure(model_dir=DEFAULT_MODEL_DIR, n=40, seed=5, size=512) -> dict:
                 d = [r[f"{a}_share_5mm"] - r[f"{c}_share_5mm"] for r in rows]
                 from scipy.stats import wilcoxon
 
-                pairs[f"{a} - {c}"] = {"difference": _ci(d), "wilcoxon_p": float(wilcoxon(d).pvalue)}
+                pairs[f"{a} - {c}"] = {"difference": _ci(d), "wilcoxon_p": float(wilcoxon(d, nan_policy="omit").pvalue)}
     out["paired_share_5mm"] = pairs
     return choose_default(out)
 
@@ -136,7 +137,8 @@ def main():
     for m, v in r["methods"].items():
         print(f"{m:<12} " + " ".join(f"{fmt(v[k]):>22}" for k in ("share_on_physes_5mm", "share_on_physes_3mm",
                                                                   "share_on_physes_8mm", "enrichment_5mm",
-                                                                  "peak_on_physis", "border_share")))
+                                                                  "peak_on_physis", "border_share"))
+              + (f"  ({v['empty_maps']} empty maps left out)" if v["empty_maps"] else ""))
     for k, v in r["paired_share_5mm"].items():
         print(f"paired {k}: {fmt(v['difference'])}, Wilcoxon p {v['wilcoxon_p']:.2g}")
     print(f"default: {r['default']}")
