@@ -76,6 +76,8 @@ def card_sections(card: ModelCard, model_hash: str = "") -> list[tuple[str, str]
                        + (f", against {iv['calibrated_against']}" if iv.get("calibrated_against") else "")
                        + (f"; it held {cov:.0%} of them" if cov is not None else "")
                        + ". Where the folds disagree more, it widens to hold every fold's estimate.")
+    if card.output_calibration:
+        metrics.append(f"Output calibrated to the training cohort's reference reads: {card.output_calibration['method']}.")
     res = card.results or {}
     if res.get("oof_mae") is not None:
         metrics.append(f"Cross-validation (out-of-fold, {res.get('n', '?')} images): MAE {_m(res['oof_mae'])} mo, "

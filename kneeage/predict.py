@@ -243,8 +243,7 @@ class Predictor:
 
     def _prediction(self, ba: float, folds: np.ndarray, feat: torch.Tensor, body_part, sex: str | None = None) -> Prediction:
         card, qc = self.card, self.card.qc or {}
-        ba, folds = (calibrate_output(v, sex, card.output_calibration) for v in (ba, folds))
-        ba = float(ba)
+        ba, folds = float(calibrate_output(ba, sex, card.output_calibration)), calibrate_output(folds, sex, card.output_calibration)
         flags = []
         dist = float("nan")
         if self._feature_qc is not None and feat is not None:
