@@ -123,15 +123,6 @@ def withheld_text(summary: dict) -> str:
     return text
 
 
-def coverage_text(summary: dict) -> str:
-    """How often the model's interval holds the site's reference reads, overall and by band ("" without intervals)."""
-    cov = summary.get("interval_coverage")
-    if not cov:
-        return ""
-    return (f"the model's intervals hold {cov['overall']:.0%} of {cov['n']} reference reads ("
-            + ", ".join(f"{b['band']}: {b['coverage']:.0%}, n={b['n']}" for b in cov["by_band"]) + "; by band of the estimate)")
-
-
 def safe_csv(df: pd.DataFrame) -> str:
     """CSV text with formula-looking text cells neutralised."""
     def cell(v):
@@ -178,7 +169,7 @@ def validation_html(summary: dict, meta: dict, figures: dict) -> str:
              ("site", "cohort", "model_name", "model_hash", "prediction_source", "kneeage_version", "created")]
     details = ("<h2>Details</h2><table>" + "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
                + "</table><p class='caption'>Formulas: docs/statistics.md. Differences are model − reference.</p>")
-    notices = (partial_notice(summary),) if partial_notice(summary) else ()
+    notices = (notice,) if (notice := partial_notice(summary)) else ()
     return paper.results_html(summary, meta, figures, notices, details)
 
 
