@@ -344,7 +344,6 @@ def task_image(store: Store, reader: dict, task: Task):
 def submit(store: Store, reader: dict, task: Task, estimate_months: float | None, seconds: float,
            confidence: int | None = None, unreadable_reason: str | None = None) -> str:
     """Save one answer at once. Estimates must lie in 0-240 months (MAX_AGE_MONTHS); an unreadable case needs a reason."""
-    mine = check_standing(store, reader, task.position)
     allow_changes = json.loads(store.study_protocol_json(reader["study_id"])).get("allow_changes", False)
     unreadable = bool(unreadable_reason and unreadable_reason.strip())
     if not unreadable:
@@ -353,15 +352,17 @@ def submit(store: Store, reader: dict, task: Task, estimate_months: float | None
                              f"(0-{MAX_AGE_MONTHS / 12:.0f} years).")
     if confidence is not None and not 1 <= confidence <= 5:
         raise InputError(f"case {task.case_id}: confidence must be 1 to 5.")
-    if mine is None or mine["case_id"] != task.case_id:
-        raise AccessError("This case is not on your worklist.")
     row = {"reader_id": reader["id"], "position": task.position, "study_id": reader["study_id"], "case_id": task.case_id,
-           "arm": mine["arm"], "repeat": int(mine["repeat"]),
            "estimate_months": None if unreadable else float(estimate_months), "confidence": confidence,
            "unreadable": int(unreadable), "reason": unreadable_reason.strip() if unreadable else None,
            "seconds": float(seconds), "shown_model_months": task.model_estimate_months, "submitted": now()}
-    result = store.save_read(row, allow_changes)
-    if result == "locked":
+    # the store checks the reader's standing and worklist in the saving statement itself (one round trip on
+    # PostgreSQL); only an answer it did not save needs the checks again, to say why
+    result = store.save_read(row, allow_changes, reader.get("code"))
+    if result is None:
+        mine = check_standing(store, reader, task.position)
+        if mine is None or mine["case_id"] != task.case_id:
+            raise AccessError("This case is not on your worklist.")
         raise AccessError(f"case {task.case_id}: your answer was already submitted and this study does not allow changes.")
     return result
 

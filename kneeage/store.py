@@ -146,15 +146,35 @@ READ_COLUMNS = [c.name for c in reads.c if c.name != "revision"]
 
 
 def _save_read_statement(dialect: str, allow_change: bool):
-    """Insert a read; on its key (reader, position) either nothing (then no row comes back: 'locked') or
-    the change, counted in ``revision``. The same INSERT … ON CONFLICT … RETURNING on both backends."""
+    """Insert a read only if its reader is in good standing (not revoked, signed in with the current code,
+    which had not expired when the answer was submitted) and the position is theirs, with this case; arm
+    and repeat come from the worklist. On the key (reader, position) either nothing or the change, counted
+    in ``revision``. No row back: not saved (:func:`kneeage.readerstudy.submit` then says why). On
+    PostgreSQL the same statement writes the audit line (one round trip, atomic without BEGIN/COMMIT);
+    SQLite, which has no INSERT inside WITH, writes it next in the same transaction."""
+    given = [k for k in READ_COLUMNS if k not in ("arm", "repeat")]
+    guard = sa.and_(readers.c.id == P("reader_id"), sa.func.coalesce(readers.c.revoked, 0) == 0,
+                    sa.func.substr(readers.c.code_hash, 1, 16) == P("code"), readers.c.expires >= P("submitted"),
+                    W.c.case_id == P("case_id"))
+    source = (sa.select(*(sa.cast(P(k), reads.c[k].type) for k in given), W.c.arm, W.c.repeat, sa.literal(0))
+              .select_from(readers.join(W, sa.and_(W.c.reader_id == readers.c.id, W.c.position == P("position"))))
+              .where(guard))
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(reads)
-    ins = ins.values({k: P(k) for k in READ_COLUMNS} | {"revision": 0})
+    ins = ins.from_select([*given, "arm", "repeat", "revision"], source)
     key = ["reader_id", "position"]
     if allow_change:
         changed = {k: ins.excluded[k] for k in READ_COLUMNS if k not in key} | {"revision": reads.c.revision + 1}
-        return ins.on_conflict_do_update(index_elements=key, set_=changed).returning(reads.c.revision)
-    return ins.on_conflict_do_nothing(index_elements=key).returning(reads.c.revision)
+        ins = ins.on_conflict_do_update(index_elements=key, set_=changed)
+    else:
+        ins = ins.on_conflict_do_nothing(index_elements=key)
+    ins = ins.returning(reads.c.revision)
+    if dialect != "postgresql":
+        return ins
+    saved = ins.cte("saved")
+    line = sa.select(sa.cast(P("study_id"), sa.Text), sa.cast(P("ts"), sa.Text), sa.cast(P("reader_id"), sa.Text),
+                     sa.case((saved.c.revision > 0, "change read"), else_="read"), sa.cast(P("detail"), sa.Text))
+    return (audit.insert().from_select(["study_id", "ts", "actor", "action", "detail"], line.select_from(saved))
+            .add_cte(saved, nest_here=True).returning(audit.c.action == "change read"))
 
 
 SAVE_READ = {(d, a): _save_read_statement(d, a) for d in ("sqlite", "postgresql") for a in (False, True)}
@@ -219,8 +239,11 @@ BEGIN = {("sqlite", "write"): "BEGIN IMMEDIATE", ("sqlite", "snapshot"): "BEGIN"
 def _create_engine(url: str) -> sa.Engine:
     if sa.make_url(url).get_backend_name() == "postgresql":
         # no pre-ping (a round trip per checkout): after a server restart the pool notices the closed
-        # connections at the first request that meets one (one StoreError) and reconnects after it
-        engine = sa.create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800,
+        # connections at the first request that meets one (one StoreError) and reconnects after it. A fixed
+        # pool of 10 per app process and no overflow: overflow connections are closed when returned, so
+        # every burst of answers paid for new server processes (p95 at 200 readers 266 ms against 13 ms;
+        # bench/answer_save.py); sessions beyond 10 wait for a free connection instead.
+        engine = sa.create_engine(url, pool_size=10, max_overflow=0, pool_recycle=1800,
                                   connect_args={"connect_timeout": 10, "application_name": "kneeage"})
 
         @sa.event.listens_for(engine, "connect")
@@ -349,20 +372,24 @@ class StudyTables:
             q = q.where(reads.c.reader_id == reader_id)
         return self._frame(q)
 
-    def save_read(self, row: dict, allow_change: bool) -> str:
-        """Save a read in one transaction and one statement; 'saved', 'changed', or 'locked' when it exists
-        and may not change. Two sessions saving the same answer at once cannot double it: the primary key
-        decides, and the loser's insert becomes the change (or is refused)."""
-        values = {k: _plain(row.get(k)) for k in READ_COLUMNS}
-        with self._driver(write=True) as cur:
-            self._run(cur, SAVE_READ[self.engine.dialect.name, bool(allow_change)], values)
+    def save_read(self, row: dict, allow_change: bool, code: str) -> str | None:
+        """Save a read in one transaction (on PostgreSQL one statement) if its reader, signed in with
+        ``code``, is in good standing and the position is theirs (see the statement); 'saved', 'changed',
+        or None when nothing was saved: refused, or the answer exists and may not change. Two sessions
+        saving the same answer at once cannot double it: the primary key decides, and the loser's insert
+        becomes the change (or is refused)."""
+        values = {k: _plain(row.get(k)) for k in READ_COLUMNS} | {"code": code}
+        audit_line = {"ts": now(), "detail": f"position {row['position']} case {row['case_id']}"}
+        with self._driver(write=True, begin=not self.pg) as cur:
+            self._run(cur, SAVE_READ[self.engine.dialect.name, bool(allow_change)], values | audit_line)
             got = cur.fetchone()
             if got is None:
-                return "locked"
-            self._run(cur, AUDIT, {"study_id": row["study_id"], "ts": now(), "actor": row["reader_id"],
-                                   "action": "change read" if got[0] else "read",
-                                   "detail": f"position {row['position']} case {row['case_id']}"})
-        return "changed" if got[0] else "saved"
+                return None
+            changed = bool(got[0])
+            if not self.pg:
+                self._run(cur, AUDIT, {"study_id": row["study_id"], "actor": row["reader_id"],
+                                       "action": "change read" if changed else "read"} | audit_line)
+        return "changed" if changed else "saved"
 
     def audit_log(self, study_id: str) -> pd.DataFrame:
         return self._frame(sa.select(audit).where(audit.c.study_id == study_id).order_by(audit.c.id))
@@ -453,9 +480,9 @@ class Store(StudyTables):
             raise StoreError(f"the study database {self.label} could not be read: {_reason(e)}.") from None
 
     @contextmanager
-    def _driver(self, write: bool = False) -> Iterator:
+    def _driver(self, write: bool = False, begin: bool = True) -> Iterator:
         """A cursor on a pooled driver connection for the reader's hot path (``write``: one transaction, as
-        in :meth:`_transaction`), where :meth:`_run` executes the statements above as SQLAlchemy compiled
+        in :meth:`_transaction`, unless ``begin`` is False for one statement on PostgreSQL, atomic by itself), where :meth:`_run` executes the statements above as SQLAlchemy compiled
         them for this database: the same statements, pool and transactions as everywhere else, without
         SQLAlchemy's per-call execution layer, which costs several times the driver's own work on a reader's
         answer (bench/answer_save.py)."""
@@ -465,7 +492,7 @@ class Store(StudyTables):
             raw, cur = self.engine.raw_connection(), None
             try:
                 cur = raw.cursor()
-                if write:
+                if write and begin:
                     cur.execute(BEGIN[dialect.name, "write"])
                 yield cur
                 if write:
