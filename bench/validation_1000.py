@@ -3,9 +3,10 @@ model-only time on the same images (goal, issues #7 and #22: within 1.2×), with
 
 Cohort: 40 distinct knee phantoms rendered at 2048 px (about 2048×1667, 10-bit in 16-bit cells,
 uncompressed CR DICOM, ~6.8 MB each), written as 1,000 files with their own ids, dates and UIDs. End to
-end = dry run (open and decode every image, checks, model inputs kept) + ingest + batch run (database
-per batch) + analysis + exports. Model only = the predictor on the same prepared inputs, same batch size,
-run once before and once after (this VM's speed drifts) and averaged.
+end = dry run (open and decode every image, checks, the model's inputs made and kept) + ingest + batch run
+(database per batch) + analysis + exports. Model only = the predictor on the same images already decoded
+in memory: its own framing (localiser, physical window) and the fold ensemble, same threads and batch
+size; run once before and once after (this VM's speed drifts) and averaged.
 
 Also printed:
 * the decode of one file (median over the 40 distinct files, one thread, bytes already in memory; goal
@@ -28,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 import numpy as np
@@ -137,42 +139,49 @@ if __name__ == "__main__":
     make_cohort(d, args.n)
     print(f"cohort ready in {d} ({time.perf_counter() - t:.0f} s)", flush=True)
     pred = Predictor(device="cpu")
+    manifest = read_manifest(d / "manifest.csv")
+    sexes = list(manifest.sex)
+    distinct = [load_radiograph(d / "images" / f"case{i:05d}.dcm") for i in range(40)]  # the cohort's 40 images
 
-    def model_only(inputs, sexes):
+    def model_only():
+        """The model on the cohort's images already decoded in memory: its own framing (localiser and
+        physical window, in WORKERS threads as the run makes them) and the fold ensemble, in batches of 8."""
         t = time.perf_counter()
+        with ThreadPoolExecutor(WORKERS) as pool:
+            inputs = list(pool.map(lambda i: pred.prepare(distinct[i % 40].pixels, "auto", distinct[i % 40].pixel_spacing_mm),
+                                   range(len(manifest))))
         for i in range(0, len(inputs), 8):
             pred.predict_inputs(np.stack(inputs[i:i + 8]), sexes[i:i + 8])
         return time.perf_counter() - t
 
     with tempfile.TemporaryDirectory() as tmp:
-        warm = check_cohort(read_manifest(d / "manifest.csv"), FolderSource(d), workers=WORKERS,
-                            input_size=pred.input_size)  # also warms the page cache
-        inputs0 = [warm.inputs[c][0].astype(np.float32) for c in warm.cases.case_id]
-        before = model_only(inputs0, list(warm.cases.sex))
-        del warm, inputs0
+        check_cohort(manifest, FolderSource(d), workers=WORKERS)  # warms the page cache
+        before = model_only()
         floor_per_file = decode_report(d)
         t = time.perf_counter()
-        check_cohort(read_manifest(d / "manifest.csv"), FolderSource(d), decode=False)
+        check_cohort(manifest, FolderSource(d), decode=False)
         checks = time.perf_counter() - t
         clock = StageClock()
-        originals = {k: getattr(cohort_module, k) for k in ("load_radiograph", "to_input") if hasattr(cohort_module, k)}
-        for k, fn in originals.items():
-            setattr(cohort_module, k, clock.wrap({"load_radiograph": "decode", "to_input": "model input"}[k], fn))
+        load = cohort_module.load_radiograph
+        cohort_module.load_radiograph = clock.wrap("decode", load)
+        prepare = pred.prepare
+        pred.prepare = clock.wrap("model input", prepare)
         t0 = time.perf_counter()
         src = FolderSource(d)
         src.read = clock.wrap("read", src.read)
-        check = check_cohort(read_manifest(d / "manifest.csv"), src, workers=WORKERS, input_size=pred.input_size)
+        check = validation.dry_run(d / "manifest.csv", src, model=pred, workers=WORKERS)
         t1 = time.perf_counter()
-        for k, fn in originals.items():
-            setattr(cohort_module, k, fn)
+        cohort_module.load_radiograph = load
+        pred.prepare = prepare
         store = Store(Path(tmp) / "bench.db")
         cid = validation.ingest(store, check, "bench", "bench", src)
         rid = validation.run_model(store, cid, pred, src, batch=8, cache=check.inputs)
         t2 = time.perf_counter()
-        cases, summary, meta = validation.results_for(store, rid)
+        cases, result, meta = validation.results_for(store, rid)
+        summary = result.as_dict()
         report.write_validation(Path(tmp) / "out", cases, summary, meta, plots.validation_figures(cases, summary))
         t3 = time.perf_counter()
-        after = model_only([check.inputs[c][0].astype(np.float32) for c in cases.case_id], list(cases.sex))
+        after = model_only()
     model = (before + after) / 2
     total = t3 - t0
     n = len(cases)

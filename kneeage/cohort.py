@@ -41,7 +41,7 @@ from .config import check_upload, limit
 from .conventions import MAX_AGE_MONTHS, SEXES, is_knee_part, parse_sex
 from .errors import InputError, KneeageError
 from .imaging import Radiograph, age_months, load_radiograph
-from .preprocess import parse_box, to_input
+from .preprocess import parse_box
 
 IDENTIFYING = {"patient_name", "name", "patient_id", "mrn", "accession", "accession_number", "birth_date",
                "date_of_birth", "dob", "study_date", "exam_date", "patient_birth_date", "address", "phone"}
@@ -294,7 +294,7 @@ class CohortCheck:
     problems: pd.DataFrame
     assumptions: list[str]
     summary: dict
-    inputs: dict = field(default_factory=dict, repr=False)  # case_id → (model input, body part)
+    inputs: dict = field(default_factory=dict, repr=False)  # case_id → (model input, body part, model hash)
 
     @property
     def errors(self) -> pd.DataFrame:
@@ -424,11 +424,12 @@ def _date(v: str) -> date | None:
 
 
 def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, decode: bool = True,
-                 progress=None, input_size: int | None = 256, opt_in_identifying: bool = False) -> CohortCheck:
+                 progress=None, model=None, opt_in_identifying: bool = False) -> CohortCheck:
     """The dry run. Every problem is a row: CSV line, case id, severity (error excludes the case,
     warning keeps it) and one sentence. ``decode`` opens every image (readability, duplicates by
-    content, header body part); with ``input_size`` each image's model input (float16, from the crop
-    box or the automatic crop) is kept for the run that follows, so images are decoded once."""
+    content, header body part); with a ``model`` (a :class:`kneeage.predict.Predictor`), each image's
+    input for it (float16, framed as the model frames it) is kept for the run that follows, so images are
+    decoded once."""
     df = manifest.copy()
     problems: list[dict] = []
 
@@ -440,7 +441,7 @@ def check_cohort(manifest: pd.DataFrame, images: ImageSource, workers: int = 2, 
     decoded: dict = {}
     if decode:
         bad_rows = {p["row"] for p in problems if p["severity"] == "error"}
-        decoded = _decode(df, out, images, [i for i in df.index if i + 2 not in bad_rows], workers, input_size, progress, problem)
+        decoded = _decode(df, out, images, [i for i in df.index if i + 2 not in bad_rows], workers, model, progress, problem)
     probs = pd.DataFrame(problems, columns=["row", "case_id", "severity", "problem"]).sort_values(["row", "severity"], kind="stable")
     bad_rows = set(probs.row[probs.severity == "error"])
     usable = out[~out.row.isin(bad_rows)].reset_index(drop=True)
@@ -538,25 +539,26 @@ def _check_rows(df: pd.DataFrame, out: pd.DataFrame, chron, ref, images: ImageSo
             problem(i, "error", str(e).rstrip("."))
 
 
-def _decode(df: pd.DataFrame, out: pd.DataFrame, images: ImageSource, todo: list, workers: int, input_size: int | None,
+def _decode(df: pd.DataFrame, out: pd.DataFrame, images: ImageSource, todo: list, workers: int, model,
             progress, problem) -> dict:
     """Open the images of the rows in ``todo``: readability, duplicates by content, the header's body part;
-    with ``input_size``, each image's model input (float16) by case id."""
+    with a ``model``, each image's input for it (float16) by case id, as (input, body part, model hash)."""
     decoded: dict = {}
-    jobs = [(i, str(df.at[i, "image"]), out.at[i, "crop_box"]) for i in todo]
+    spacing = out["pixel_spacing_mm"] if "pixel_spacing_mm" in out else pd.Series(np.nan, out.index)
+    jobs = [(i, str(df.at[i, "image"]), out.at[i, "crop_box"], spacing[i]) for i in todo]
 
     def load(job):
         """Streaming: each thread reads, decodes and makes the model input of one image, and hands on only
         what is kept (hash, body part, the small input), so no full-size image waits in memory."""
-        i, name, crop_box = job
+        i, name, crop_box, spacing_mm = job
         try:
-            case = read_case(images, name, crop_box)
+            case = read_case(images, name, crop_box, spacing_mm)
         except (KneeageError, OSError) as e:
             return i, None, None, None, str(e).rstrip(".")
         rad, x, x_error = case.radiograph, None, None
-        if input_size:
+        if model is not None:
             try:
-                x = to_input(rad.pixels, input_size, case.box).astype(np.float16)
+                x = model.prepare(rad.pixels, case.box, case.spacing_mm).astype(np.float16)
             except KneeageError as e:
                 x_error = str(e).rstrip(".")
         return i, rad.content_hash, rad.body_part, x, x_error
@@ -576,11 +578,11 @@ def _decode(df: pd.DataFrame, out: pd.DataFrame, images: ImageSource, todo: list
             hashes[digest] = i + 2
             if not is_knee_part(body_part):
                 problem(i, "warning", f"the DICOM header says body part {body_part!r}, not a knee")
-            if input_size:
+            if model is not None:
                 if x_error:
                     problem(i, "error", x_error)
                     continue
-                decoded[str(df.at[i, "case_id"])] = (x, body_part)
+                decoded[str(df.at[i, "case_id"])] = (x, body_part, model.hash)
     return decoded
 
 

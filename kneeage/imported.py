@@ -351,11 +351,6 @@ class Runner:
     def input_size(self) -> int:
         return self.card.size
 
-    @property
-    def standard_input(self) -> bool:
-        """True when :meth:`prepare` equals kneeage's own preprocessing at this size (cohort-check inputs reusable)."""
-        return self.card.spacing_mm is None and tuple(self.card.percentiles) == (1.0, 99.0)
-
     def prepare(self, pixels: np.ndarray, box="full", spacing_mm=None) -> np.ndarray:
         """(S, S) float32 in [0, 1]: the region (the card's crop policy; an explicit box wins), windowed by
         the card's percentiles, resized (aspect kept, zero padded) or, with a physical spacing and a known

@@ -148,13 +148,6 @@ class Predictor:
         return self.card.config.input_size
 
     @property
-    def standard_input(self) -> bool:
-        """Whether :meth:`prepare` is kneeage's own preprocessing (so a cohort check's inputs can be reused)."""
-        if self.runner is not None:
-            return self.runner.standard_input
-        return self.framer.spacing_mm is None and self.framer.localiser is None
-
-    @property
     def default_saliency(self) -> str:
         """The saliency method shown first: the one the model card records as pointing most at the physes
         (``results.saliency_on_physes``, measured by bench/saliency_physes.py), else :data:`DEFAULT_SALIENCY`."""

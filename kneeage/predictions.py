@@ -69,7 +69,7 @@ def check_predictions(manifest, name: str = "manifest.csv") -> CohortCheck:
     if "image" not in df:
         df["image"] = PLACEHOLDER
     df["image"] = [v if str(v).strip() else PLACEHOLDER for v in df["image"]]
-    check = check_cohort(df, NoImages(name), decode=False, input_size=None)
+    check = check_cohort(df, NoImages(name), decode=False)
     extra = []
     for method, col in cols.items():
         for i, raw in enumerate(df[col]):

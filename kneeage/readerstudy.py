@@ -567,7 +567,7 @@ def setup_study(store: Store, protocol: Protocol, predictor=None, cohort_id: str
         if not (folder / "manifest.csv").exists():
             write_cohort(folder, n, seed=seed, size=int(protocol.synthetic.get("size", 384)))
         source = FolderSource(folder)
-        check = check_cohort(read_manifest(folder / "manifest.csv"), source, input_size=None)
+        check = check_cohort(read_manifest(folder / "manifest.csv"), source)
         cohort_id = validation.ingest(store, check, f"{DEMO_COHORT} (seed {seed})", "synthetic", source)
     run_id = None
     if protocol.assisted:

@@ -34,22 +34,16 @@ Progress = Callable[[str, int, int], None]  # (what is being done, done, total)
 # ------------------------------------------------------------------------------------ workflow
 
 
-def kept_input_size(predictor: Predictor | None) -> int | None:
-    """The input size at which the dry run keeps each image's model input for the run: only for a model that
-    reads the pixel-relative crop; a model framed by its localiser or in millimetres frames each image itself."""
-    return predictor.input_size if predictor is not None and predictor.standard_input else None
-
-
-def dry_run(manifest, source: ImageSource, manifest_name: str = "manifest.csv", input_size: int | None = 256,
+def dry_run(manifest, source: ImageSource, manifest_name: str = "manifest.csv", model: Predictor | None = None,
             opt_in_identifying: bool = False, workers: int = 2, progress: Progress | None = None) -> CohortCheck:
-    """Check a cohort before anything is stored: every image opened (and its model input at ``input_size``
-    kept for the run), or, for predictions made elsewhere (:class:`kneeage.predictions.NoImages`), the
+    """Check a cohort before anything is stored: every image opened (and its input for ``model`` kept for
+    the run), or, for predictions made elsewhere (:class:`kneeage.predictions.NoImages`), the
     prediction columns."""
     if isinstance(source, predictions.NoImages):
         return predictions.check_predictions(manifest, manifest_name)
     return check_cohort(read_manifest(manifest, manifest_name), source, workers,
                         progress=(lambda k, n: progress("checking", k, n)) if progress else None,
-                        input_size=input_size, opt_in_identifying=opt_in_identifying)
+                        model=model, opt_in_identifying=opt_in_identifying)
 
 
 @dataclass(frozen=True)
@@ -71,8 +65,8 @@ def validate_cohort(store: Store, manifest, source: ImageSource, predictors: Seq
     stored and each model run over it, resumably (or, with :class:`kneeage.predictions.NoImages`, each
     prediction column recorded as a run). Refuses a cohort without usable cases before storing anything."""
     if check is None:
-        size = kept_input_size(predictors[0] if predictors else None)
-        check = dry_run(manifest, source, manifest_name, size, opt_in_identifying, workers, progress)
+        check = dry_run(manifest, source, manifest_name, predictors[0] if predictors else None, opt_in_identifying,
+                        workers, progress)
     if on_check:
         on_check(check)
     if not check.summary["usable"]:
@@ -116,8 +110,8 @@ def ingest(store: Store, check: CohortCheck, name: str, site: str, source: Image
 def run_model(store: Store, cohort_id: str, predictor: Predictor, source: ImageSource, batch: int = 8,
               workers: int = 2, cache: dict | None = None, progress: Callable[[int, int], None] | None = None) -> str:
     """Predict every case of the cohort that has no result yet for this model version; returns the run id.
-    ``cache`` holds model inputs from the dry run (:attr:`CohortCheck.inputs`); other cases are decoded
-    here, in ``workers`` threads running ahead of the model."""
+    ``cache`` holds model inputs from the dry run (:attr:`CohortCheck.inputs`; used where this model made
+    them); other cases are decoded here, in ``workers`` threads running ahead of the model."""
     run_id = store.run_for(cohort_id, predictor.card.name, predictor.hash, str(predictor.model_dir),
                            bool(predictor.card.synthetic_demo))
     cases = store.cases(cohort_id).set_index("case_id")
@@ -129,7 +123,7 @@ def run_model(store: Store, cohort_id: str, predictor: Predictor, source: ImageS
         row = cases.loc[cid]
         chron = None if pd.isna(row["chronological_age_months"]) else float(row["chronological_age_months"])
         hit = cache.get(cid)
-        if hit is not None and hit[0].shape[-1] == predictor.input_size and predictor.standard_input:
+        if hit is not None and hit[2] == predictor.hash:
             return PreparedCase(cid, hit[0].astype(np.float32), row["sex"], chron, hit[1])
         try:
             case = read_case(source, row["image"], row["crop_box"], row.get("pixel_spacing_mm"))

@@ -58,8 +58,8 @@ if "cohort_check" in st.session_state and st.session_state.get("check_inputs") !
 if source is not None and manifest is not None and st.button("Check cohort (dry run)", key="check", type="primary"):
     bar = st.progress(0.0, "Opening every image…")
     try:
-        size = None if only_predictions else validation.kept_input_size(predictor())
-        st.session_state.cohort_check = validation.dry_run(manifest, source, manifest_name, size, opt_in,
+        model = None if only_predictions else predictor()
+        st.session_state.cohort_check = validation.dry_run(manifest, source, manifest_name, model, opt_in,
                                                            progress=lambda what, k, n: bar.progress(k / n))
         st.session_state.check_source = source
         st.session_state.check_inputs = inputs

@@ -124,7 +124,7 @@ def test_validate_compare_and_the_reader_study_assisted_arm(work, tmp_path):
     write_cohort(tmp_path / "c", 8, seed=5, size=96, fmt="png")
     source = FolderSource(tmp_path / "c")
     store = Store(tmp_path / "db.sqlite")
-    check = check_cohort(read_manifest(tmp_path / "c" / "manifest.csv"), source, input_size=48)
+    check = check_cohort(read_manifest(tmp_path / "c" / "manifest.csv"), source, model=Predictor(work["kneeage"], device="cpu"))
     cid = validation.ingest(store, check, "c", "Site", source)
     runs = {name: validation.run_model(store, cid, Predictor(work[name], device="cpu"), source, cache=check.inputs)
             for name in ("kneeage", *FORMATS)}
@@ -136,11 +136,11 @@ def test_validate_compare_and_the_reader_study_assisted_arm(work, tmp_path):
         tables[name] = cases.predicted_bone_age_months.to_numpy()
         if name != "kneeage":
             assert meta["prediction_source"].startswith(f"imported {name} file tiny.")
-    for fmt in FORMATS:
-        assert np.abs(tables[fmt] - tables["kneeage"]).max() < 1e-4
+    for fmt in FORMATS:  # kneeage's own run read the dry run's inputs, kept as float16; the others made their own
+        assert np.abs(tables[fmt] - tables["kneeage"]).max() < 1e-2
     cmp = compare.compare_models(store, list(runs.values()), n_boot=200)
     assert len(cmp.table) == 3 and (cmp.table.n == 8).all()
-    assert cmp.table.mae_difference.abs().max() < 1e-4 and cmp.table.class_agreement.min() == 1.0
+    assert cmp.table.mae_difference.abs().max() < 1e-2 and cmp.table.class_agreement.min() == 1.0
     # the reader study's assisted arm shows the imported model's estimate
     p = rs.Protocol.from_dict({"name": "imported", "arms": {"unassisted": False, "assisted": True}})
     sid = rs.setup_study(store, p, Predictor(work["onnx"], device="cpu"), cid)
