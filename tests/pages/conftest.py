@@ -3,13 +3,27 @@ reader studies, the image checker): the pages and the package find installed mod
 test module that uses ``tiny_model`` sees only this one, and runs it instead of the 5-fold demo. The single-case
 tests keep the bundled demo model: they check what it finds (the knee, a hand film)."""
 
+import functools
+
 import pytest
 import torch
+from streamlit.components.v2 import manifest_scanner
 
 from kneeage.model import BoneAgeNet, ModelCard, ModelConfig, save_card, save_fold
 from tests.test_imported import BANDS
 
 TINY = ModelConfig(arch="kneeage_convnext_nano_test", input_size=64, label_std=30.0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scan_installed_packages_once():
+    """Every AppTest starts a Streamlit runtime, which reads the metadata of every installed package in
+    search of custom components (kneeage has none): about a third of a second each time, and a fifth of the
+    page suite. The installed packages do not change while the tests run, so the first scan serves them all."""
+    original = manifest_scanner.scan_component_manifests
+    manifest_scanner.scan_component_manifests = functools.cache(original)
+    yield
+    manifest_scanner.scan_component_manifests = original
 
 
 @pytest.fixture(scope="session")
