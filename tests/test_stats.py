@@ -313,3 +313,11 @@ def test_plots_carry_the_statistics(pefr):
     rep = plots.error_by_true_age({"model": {"by_true_bone_age": bands}, "variant": {"by_true_bone_age": bands}})
     assert [t.name for t in rep.data] == ["model", "variant", "chronological age as the estimate"]
     assert list(rep.data[0].y) == [2.0, 3.0] and list(rep.data[2].y) == [4.0, 8.0] and rep.data[0].x[1] == "5-10 y (n=2)"
+
+
+def test_bootstrap_ci_is_the_same_computed_all_at_once_or_one_resample_at_a_time():
+    v = np.random.default_rng(3).normal(5, 3, 120)
+    at_once = stats.bootstrap_ci(v)  # np.mean takes an axis: scipy computes every resample in one call
+    one_by_one = stats.bootstrap_ci(v, statistic=lambda x: float(np.mean(x)))
+    assert stats._takes_axis(np.mean) and not stats._takes_axis(lambda x: x)
+    assert np.allclose(at_once, one_by_one, rtol=0, atol=1e-12) and at_once[0] < 5 < at_once[1]
