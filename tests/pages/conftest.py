@@ -4,10 +4,13 @@ test module that uses ``tiny_model`` sees only this one, and runs it instead of 
 tests keep the bundled demo model: they check what it finds (the knee, a hand film)."""
 
 import functools
+import shutil
 
 import pytest
 import torch
 from streamlit.components.v2 import manifest_scanner
+
+from kneeage import phantom, readerstudy
 
 from kneeage.model import BoneAgeNet, ModelCard, ModelConfig, save_card, save_fold
 from tests.test_imported import BANDS
@@ -24,6 +27,23 @@ def _scan_installed_packages_once():
     manifest_scanner.scan_component_manifests = functools.cache(original)
     yield
     manifest_scanner.scan_component_manifests = original
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _each_synthetic_cohort_rendered_once(tmp_path_factory):
+    """The reader-study tests set up the same small synthetic study in a fresh home each time; its cohort
+    is rendered once per session and copied after (rendering is seeded, so the files are the same)."""
+    made = tmp_path_factory.mktemp("synthetic")
+
+    def write_cohort(out, n, seed=0, size=512, **kw):
+        key = made / f"{n}-{seed}-{size}-{sorted(kw.items())}"
+        if not key.exists():
+            phantom.write_cohort(key, n, seed, size, **kw)
+        shutil.copytree(key, out, dirs_exist_ok=True)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(readerstudy, "write_cohort", write_cohort)  # what setup_study renders a [synthetic] cohort with
+        yield
 
 
 @pytest.fixture(scope="session")
