@@ -37,7 +37,7 @@ import pandas as pd
 import pydicom
 
 from kneeage import cohort as cohort_module
-from kneeage import plots, report, validation
+from kneeage import report, validation
 from kneeage.cohort import FolderSource, check_cohort, read_manifest
 from kneeage.imaging import load_radiograph
 from kneeage.phantom import render_knee, write_dicom
@@ -177,9 +177,9 @@ if __name__ == "__main__":
         cid = validation.ingest(store, check, "bench", "bench", src)
         rid = validation.run_model(store, cid, pred, src, batch=8, cache=check.inputs)
         t2 = time.perf_counter()
-        cases, result, meta = validation.results_for(store, rid)
-        summary = result.as_dict()
-        report.write_validation(Path(tmp) / "out", cases, summary, meta, plots.validation_figures(cases, summary))
+        run = report.run_report(store, rid)
+        report.write_validation(Path(tmp) / "out", run.files)
+        cases, summary = run.cases, run.summary
         t3 = time.perf_counter()
         after = model_only()
     model = (before + after) / 2

@@ -294,17 +294,16 @@ def _write_runs(store, run_ids: list[str], out) -> None:
     """Exports of each run (into OUT, or OUT/<n>-<model> when there are several) and, for several, their comparison."""
     import re
 
-    from . import compare, plots, report, validation
+    from . import compare, plots, report
 
     several = len(run_ids) > 1
     demo = False
     for k, rid in enumerate(run_ids, 1):
-        cases, result, meta = _guard(lambda: validation.results_for(store, rid))
-        summary = result.as_dict()
+        run = _guard(lambda: report.run_report(store, rid))
+        summary, meta = run.summary, run.meta
         demo |= meta["synthetic_demo"]
-        note = plots.DEMO_NOTE if meta["synthetic_demo"] else None
         where = out / f"{k}-{re.sub(r'[^A-Za-z0-9]+', '-', meta['model_name']).strip('-')[:40]}" if several else out
-        paths = report.write_validation(where, cases, summary, meta, plots.validation_figures(cases, summary, note))
+        paths = report.write_validation(where, run.files)
         click.echo(json.dumps({"model": meta["model_name"], "source": meta["prediction_source"]}
                               | {k2: summary.get(k2) for k2 in ("n", "withheld", "mae", "rmse", "bias", "loa_lower", "loa_upper")}))
         click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)

@@ -9,13 +9,14 @@ import html
 import io
 import json
 import zipfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__, paper, plots, readerstudy
+from . import __version__, paper, plots, readerstudy, validation
 from .case import CaseResult, interval_note
 from .imaging import png_data_uri
 from .mrmc import study_table
@@ -203,13 +204,34 @@ def validation_exports(cases: pd.DataFrame, summary: dict, meta: dict, figures: 
     return out
 
 
-def write_validation(out: str | Path, cases: pd.DataFrame, summary: dict, meta: dict, figures: dict) -> dict[str, Path]:
+@dataclass(frozen=True)
+class RunReport:
+    """A stored validation run as the validation page shows it and ``python -m kneeage validate`` writes it."""
+
+    cases: pd.DataFrame  # the per-case table (cases.csv)
+    summary: dict  # the summary as exported (summary.json)
+    meta: dict  # site, cohort, model identity
+    figures: dict  # the report's plotly figures by name
+    files: dict  # the export files (validation_exports) as bytes by file name
+
+
+def run_report(store, run_id: str, partial_bundle: bool = False) -> RunReport:
+    """A stored run's table, summary, figures and export files (``partial_bundle``: see validation_exports)."""
+    cases, result, meta = validation.results_for(store, run_id)
+    summary = result.as_dict()
+    figures = plots.validation_figures(cases, summary, plots.DEMO_NOTE if meta["synthetic_demo"] else None)
+    return RunReport(cases, summary, meta, figures, validation_exports(cases, summary, meta, figures, partial_bundle))
+
+
+def write_validation(out: str | Path, files: dict[str, bytes]) -> dict[str, Path]:
+    """Write a run's export files (:attr:`RunReport.files`) into ``out``; their paths by kind (report,
+    report_pdf, bundle, cases, summary)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, data in validation_exports(cases, summary, meta, figures).items():
+    for name, data in files.items():
         stem, ext = name.rsplit(".", 1)
-        paths[stem.replace("site_", "") + ("_pdf" if ext == "pdf" else "")] = out / name  # report, report_pdf, bundle
+        paths[stem.replace("site_", "") + ("_pdf" if ext == "pdf" else "")] = out / name
         (out / name).write_bytes(data)
     return paths
 

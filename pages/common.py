@@ -78,14 +78,12 @@ def run_report(db_url: str, run_id: str, counts: str, partial_bundle: bool = Fal
     """A validation run's cases, summary, metadata, figures and export files, recomputed only when the
     run's results change (``counts``), not on every widget interaction. An interrupted run gets a site
     bundle only with ``partial_bundle``."""
-    from kneeage import plots, report, validation
+    from kneeage import report
 
     from kneeage.store import Store
 
-    cases, result, meta = validation.results_for(Store(db_url), run_id)
-    summary = result.as_dict()  # the pages and the exports read the summary as exported
-    figs = plots.validation_figures(cases, summary, plots.DEMO_NOTE if meta["synthetic_demo"] else None)
-    return cases, summary, meta, figs, report.validation_exports(cases, summary, meta, figs, partial_bundle)
+    run = report.run_report(Store(db_url), run_id, partial_bundle)
+    return run.cases, run.summary, run.meta, run.figures, run.files
 
 
 @st.cache_data(show_spinner="Saliency for the largest errors…", max_entries=16)

@@ -221,8 +221,9 @@ def test_run_results_and_exports_agree_with_stats(cohort, predictor, tmp_path, n
     summary = result.as_dict()  # the summary as exported
     assert summary["flags"]["not_a_knee"] == 1 and summary["flags"]["folds_disagree"] >= 1
     from kneeage import plots, report
-    paths = report.write_validation(tmp_path / "out", cases, summary, {"site": "Site A", "synthetic_demo": True},
-                                    plots.validation_figures(cases, summary))
+    meta = {"site": "Site A", "synthetic_demo": True}
+    paths = report.write_validation(tmp_path / "out", report.validation_exports(cases, summary, meta,
+                                                                                plots.validation_figures(cases, summary)))
     exported = pd.read_csv(paths["cases"])
     s = json.loads(paths["summary"].read_text())
     assert s["withheld"] == result.withheld  # a refused image leaves the agreement statistics
@@ -261,7 +262,7 @@ def test_a_statistic_that_cannot_be_computed_is_reported_and_the_rest_goes_on(tm
     assert summary["mae"] == pytest.approx(np.abs(np.linspace(180, 60, n) - 120).mean()) and summary["comparisons"]
     figs = plots.validation_figures(cases, summary)
     assert {"scatter", "bland_altman"} <= set(figs)
-    paths = report.write_validation(tmp_path, cases, summary, {"site": "S"}, figs)
+    paths = report.write_validation(tmp_path, report.validation_exports(cases, summary, {"site": "S"}, figs))
     assert "Not computed: Passing-Bablok regression" in paths["report"].read_text()
 
 
