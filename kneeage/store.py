@@ -482,10 +482,10 @@ class Store(StudyTables):
     @contextmanager
     def _driver(self, write: bool = False, begin: bool = True) -> Iterator:
         """A cursor on a pooled driver connection for the reader's hot path (``write``: one transaction, as
-        in :meth:`_transaction`, unless ``begin`` is False for one statement on PostgreSQL, atomic by itself), where :meth:`_run` executes the statements above as SQLAlchemy compiled
-        them for this database: the same statements, pool and transactions as everywhere else, without
-        SQLAlchemy's per-call execution layer, which costs several times the driver's own work on a reader's
-        answer (bench/answer_save.py)."""
+        in :meth:`_transaction`; ``begin`` False: one statement on PostgreSQL, atomic by itself), where
+        :meth:`_run` executes the statements above as SQLAlchemy compiled them for this database: the same
+        statements, pool and transactions as everywhere else, without SQLAlchemy's per-call execution layer,
+        which costs several times the driver's own work on a reader's answer (bench/answer_save.py)."""
         dialect = self.engine.dialect
         dbapi = dialect.loaded_dbapi
         with _writer(self.url) if write and not self.pg else nullcontext():
