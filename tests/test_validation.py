@@ -416,3 +416,15 @@ def test_image_sources_are_typed_and_reopen_only_what_they_can(cohort, tmp_path)
         open_source("upload:c.zip", ZipSource(buf.getvalue(), "other.zip"))  # not the same upload
     with pytest.raises(InputError, match="the predictions were made elsewhere; this cohort has no images"):
         open_source(NoImages("m.csv").ref)
+
+
+def test_a_folder_image_is_read_whole_even_if_it_grew_after_its_size_was_taken(tmp_path, monkeypatch):
+    from kneeage import cohort
+
+    (tmp_path / "a.dcm").write_bytes(bytes(range(256)) * 40)
+    real = os.fstat
+    monkeypatch.setattr(cohort.os, "fstat", lambda fd: os.stat_result((0,) * 6 + (10,) + (0,) * 3) if fd > 2 else real(fd))
+    assert FolderSource(tmp_path).read("a.dcm") == bytes(range(256)) * 40  # stat said 10 bytes: read on
+    monkeypatch.setenv("KNEEAGE_MAX_MEMBER_MB", str(5000 / 2**20))  # a cap below the file: refused, not cut
+    with pytest.raises(InputError, match="a.dcm is refused: it unpacks to 0 MB or more"):
+        FolderSource(tmp_path).read("a.dcm")
