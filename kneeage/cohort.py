@@ -155,7 +155,7 @@ class FolderSource(ImageSource):
     def _read(self, name: str, cap: int) -> bytes:
         with open(self.root / _clean_member(name), "rb") as f:
             # sized to the file: read(cap + 1) alone sets up a cap-sized buffer (512 MB by default), which
-            # cost 7 ms on a 6.8 MB file against 2 ms (bench/validation_1000.py); a file that grew since
+            # cost 7 ms on a 6.8 MB file against 1.3 ms (bench/validation_1000.py); a file that grew since
             # stat is read on, still to at most cap + 1 bytes
             size = os.fstat(f.fileno()).st_size
             data = f.read(min(size, cap) + 1)
