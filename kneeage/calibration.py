@@ -46,6 +46,14 @@ def calibrate_output(values, sex: str | None, calibration: dict | None):
     return np.interp(values, m["raw"], m["calibrated"]) if m else values
 
 
+def calibrate_coded(values: np.ndarray, sex: np.ndarray, calibration: dict | None) -> np.ndarray:
+    """:func:`calibrate_output` for many cases at once: ``values`` (..., N) with ``sex`` coded 0/1 per case (N,)."""
+    out = np.array(values, float)
+    for name, code in SEX_CODES:
+        out[..., sex == code] = calibrate_output(out[..., sex == code], name, calibration)
+    return out
+
+
 def cross_fitted_output(pred: np.ndarray, target: np.ndarray, sex: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """Out-of-fold predictions on the calibrated scale, each fold mapped by a calibration fitted on the other
     folds: what the interval and the card's metrics are computed on (a map scored on the cases it was
@@ -53,9 +61,7 @@ def cross_fitted_output(pred: np.ndarray, target: np.ndarray, sex: np.ndarray, f
     out = np.array(pred, float)
     for k in np.unique(folds):
         cal = fit_output_calibration(pred[folds != k], target[folds != k], sex[folds != k])
-        for name, code in SEX_CODES:
-            m = (folds == k) & (sex == code)
-            out[m] = calibrate_output(pred[m], name, cal)
+        out[folds == k] = calibrate_coded(pred[folds == k], sex[folds == k], cal)
     return out
 
 

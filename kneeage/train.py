@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from . import __version__
-from .calibration import (FEATURE_QC_FILE, SEX_CODES, calibrate_interval, calibrate_output, cross_fitted_output, fit_feature_qc,
+from .calibration import (FEATURE_QC_FILE, SEX_CODES, calibrate_coded, calibrate_interval, cross_fitted_output, fit_feature_qc,
                           fit_output_calibration)
 from .cohort import check_sexes, frame_images
 from .errors import InputError
@@ -311,8 +311,7 @@ def _finish(cfg, st, data, oof, folds, state, out: Path, name, device, localiser
     n_held = min(512, len(y) // 2)
     held_idx, fit_idx = order[:n_held], order[n_held : n_held + 1024]
     per_fold = np.stack([predict_tensor(m, data.images[held_idx], data.sex[held_idx], data.chron[held_idx], device) for m in models])
-    for name_, code in SEX_CODES:  # fold disagreement on the scale the user sees
-        per_fold[:, sex[held_idx] == code] = calibrate_output(per_fold[:, sex[held_idx] == code], name_, calibration)
+    per_fold = calibrate_coded(per_fold, sex[held_idx], calibration)  # fold disagreement on the scale the user sees
     feats = {k: predict_tensor(models[0], data.images[i], None, None, device, features=True) for k, i in (("fit", fit_idx), ("held", held_idx))}
     tensors, qc = fit_feature_qc(feats["fit"], feats["held"])
     atomic_write(out / FEATURE_QC_FILE, lambda tmp: save_file({k: torch.from_numpy(v) for k, v in tensors.items()}, str(tmp)))
