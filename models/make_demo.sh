@@ -20,8 +20,8 @@ mkdir -p "$WORK"
 echo "[$(el)s] rendering cohorts (a cohort already written is kept: every step below resumes)"
 synth() { [ -f "$WORK/$1/manifest.csv" ] || $K -m kneeage synth --n "$2" --seed "$3" --out "$WORK/$1" --size $SIZE --hands --format png --workers "$W" >/dev/null; }
 synth hands "$N_HANDS" 101
-synth train "$N_TRAIN" 1
-synth test "$N_TEST" 2
+# The knee cohorts render while the hand model trains (on a GPU machine the CPU cores are free then).
+( synth train "$N_TRAIN" 1 && synth test "$N_TEST" 2 ) & RENDER=$!
 # fit OUT EPOCHS ARGS...: train unless OUT is complete; never stop early in the first half (a model from
 # scratch can sit on a plateau for many epochs before it takes off).
 fit() {
@@ -33,11 +33,13 @@ loc() { [ -f "$1/localiser.json" ] || $K -m kneeage localiser --manifest "$2/man
   --image-column "$3" --epochs "$4" >/dev/null; }
 echo "[$(el)s] localisers (phantom truth knows where the knee and the hand are)"
 loc "$WORK/localiser_hand" "$WORK/hands" hand_image "$HAND_LOC_EPOCHS"
-loc "$WORK/localiser_knee" "$WORK/train" image "$LOC_EPOCHS"
 echo "[$(el)s] hand model (hand films of a separate cohort, labels = reference reads)"
 fit "$WORK/hand_model" "$HAND_EPOCHS" --manifest "$WORK/hands/manifest.csv" --image-column hand_image --body-part hand \
   --folds "$HAND_FOLDS" --input-size "$HAND_INPUT" --spacing "$HAND_SPACING" --localiser "$WORK/localiser_hand" \
   --augment "$HAND_AUGMENT" --patience 10 --name "synthetic hand model"
+wait $RENDER
+echo "[$(el)s] knee cohorts rendered"
+loc "$WORK/localiser_knee" "$WORK/train" image "$LOC_EPOCHS"
 echo "[$(el)s] pseudo-labels from the paired hand films"
 $K -m kneeage pseudolabel --manifest "$WORK/train/manifest.csv" --hand-model "$WORK/hand_model"
 $K -m kneeage pseudolabel --manifest "$WORK/test/manifest.csv" --hand-model "$WORK/hand_model"
