@@ -131,9 +131,8 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, strong: b
     """Random flip, rotation (±10°), scale (0.9-1.1), shift (±5%), brightness, contrast, gamma and noise.
 
     ``strong`` (physically framed models, for invariance): scale 0.85-1.15 (spacing and magnification
-    errors), shift ±8% (localiser error, a user's box), half the images at a coarser detector's
-    resolution (averaged down by 1-2.5× and back), gamma 0.5-2, contrast 0.3-1.3, noise SD up to 0.06,
-    blur or CR-like edge enhancement. ``x``: (N, 1, H, W) in [0, 1] on any device; returns the same
+    errors), shift ±8% (localiser error, a user's box), gamma 0.5-2, contrast 0.3-1.3, noise SD up to
+    0.06, blur or CR-like edge enhancement. ``x``: (N, 1, H, W) in [0, 1] on any device; returns the same
     shape in [0, 1]."""
     n, dev = x.shape[0], x.device
     gdev = generator.device if generator is not None else dev
@@ -152,13 +151,7 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, strong: b
     theta[:, :, 2] = torch.stack([u(-shift, shift), u(-shift, shift)], 1) * 2
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
     x = torch.nn.functional.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-    if strong:
-        # a coarser detector for half the batch (one factor per batch): pixels averaged down, then back
-        coarse = (u(0, 1) < 0.5).view(n, 1, 1, 1)
-        f = float(u(1.0, 2.5)[0])
-        low = torch.nn.functional.interpolate(x, size=[max(8, round(s / f)) for s in x.shape[-2:]], mode="area")
-        x = torch.where(coarse, torch.nn.functional.interpolate(low, size=list(x.shape[-2:]), mode="bilinear", align_corners=False), x)
-        # blur (sigma ~1 px) or edge enhancement, mixed per image
+    if strong:  # blur (sigma ~1 px) or edge enhancement, mixed per image
         k = torch.tensor([0.25, 0.5, 0.25], device=dev)
         blur = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), (k[:, None] * k[None, :])[None, None])
         x = x + u(-1.0, 0.8).view(n, 1, 1, 1) * (x - blur)
