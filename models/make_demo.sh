@@ -50,7 +50,7 @@ if [ "$MAIN" = 1 ]; then
 echo "[$(el)s] knee demo model: image+sex, hand-initialised, pseudo-labels, $KNEE_FOLDS folds"
 fit "$MODEL" "$KNEE_EPOCHS" --manifest "$WORK/train/manifest.csv" --label pseudo_bone_age_months --init-from "$WORK/hand_model" \
   --folds "$KNEE_FOLDS" "${KNEE[@]}" --patience 10 --name "kneeage synthetic demo ($ARCH, $INPUT px at $SPACING mm)" \
-  --training-data "$N_TRAIN synthetic knee AP phantoms (kneeage.phantom, seed 1), ages 0-18 y, labelled by a hand model ($HAND_FOLDS folds, $HAND_INPUT px at $HAND_SPACING mm) trained on $N_HANDS synthetic hand films (seed 101)"
+  --training-data "$N_TRAIN synthetic knee AP phantoms (kneeage.phantom, seed 1, $SIZE px), ages 0-18 y, labelled by a hand model ($HAND_FOLDS folds, $HAND_INPUT px at $HAND_SPACING mm) trained on $N_HANDS synthetic hand films (seed 101)"
 echo "{\"main\": $(ev "$MODEL")" > "$RESULTS.tmp"
 else
 echo "{\"main\": null" > "$RESULTS.tmp"
