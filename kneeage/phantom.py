@@ -294,9 +294,9 @@ class _Canvas:
         return t / (t.std() + 1e-6)
 
 
-def _expose(rng, acq: _Acq, soft_mm, bone_mm, marker: str, metal_mm=None):
+def _expose(rng, grid, acq: _Acq, soft_mm, bone_mm, marker: str, metal_mm=None):
     """Beer-Lambert, scatter, blur, quantum noise, log; CR edge enhancement and grid lines; then
-    collimation, the burned-in marker and storage."""
+    collimation, the burned-in marker and storage. ``grid`` draws the quantum noise (one value per pixel)."""
     atten = MU_SOFT * soft_mm + MU_BONE * bone_mm
     if metal_mm is not None:
         atten = atten + MU_METAL * metal_mm
@@ -305,7 +305,7 @@ def _expose(rng, acq: _Acq, soft_mm, bone_mm, marker: str, metal_mm=None):
     signal = primary + scatter
     signal = ndimage.gaussian_filter(signal, 0.5 + 0.3 * rng.random())  # detector blur (px)
     photons = 4000.0 * acq.exposure
-    noisy = rng.poisson(np.clip(signal, 1e-4, None) * photons).astype(np.float32) / photons
+    noisy = grid.poisson(np.clip(signal, 1e-4, None) * photons).astype(np.float32) / photons
     log = -np.log(np.clip(noisy, 0.5 / photons, None))  # bone bright
     if acq.edge:  # CR/DR processing: unsharp mask at ~2 mm
         log = log + acq.edge * (log - ndimage.gaussian_filter(log, 2.0 / acq.spacing))
@@ -330,12 +330,19 @@ def _expose(rng, acq: _Acq, soft_mm, bone_mm, marker: str, metal_mm=None):
     return stored, img.astype(np.float32)
 
 
-def _finish_film(rng, canvas: _Canvas, soft, bone, kind, bone_age_months, sex, t, physis_open, epi_ratio,
+def _grid_stream(rng: np.random.Generator) -> np.random.Generator:
+    """The random stream for draws whose number depends on the pixel grid (trabecular texture, quantum
+    noise). Kept apart from the subject's own stream, so that everything drawn after them (artefacts, the
+    marker) is the same at any pixel size: the same film, only its pixels change."""
+    return np.random.default_rng(rng.integers(2**63))
+
+
+def _finish_film(rng, grid, canvas: _Canvas, soft, bone, kind, bone_age_months, sex, t, physis_open, epi_ratio,
                  mature, box_mm, artefacts=(), metal=None, physes_mm=()) -> Phantom:
     """Expose the thickness maps and record the truth (the region of interest in pixels too)."""
     acq = canvas.acq
     side = "L" if acq.flip else "R"
-    stored, img = _expose(rng, acq, soft, bone, side, metal)
+    stored, img = _expose(rng, grid, acq, soft, bone, side, metal)
     cols, rows = canvas.to_pixel(np.array([box_mm[0], box_mm[2], box_mm[0], box_mm[2]]),
                                  np.array([box_mm[1], box_mm[1], box_mm[3], box_mm[3]]))
     box_px = (float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max()))
@@ -545,8 +552,9 @@ def render_knee(bone_age_months: float, sex: str, rng: np.random.Generator | int
     soft = np.clip(total - fat, 0, None) + fat * MU_FAT / MU_SOFT  # in soft-tissue-equivalent mm
 
     # ---- bone: cortex, trabecular bone (oriented along the shaft in metaphyses, finer in epiphyses)
-    streaks = cv.texture(rng, 1.6, 0.35)
-    blobs = cv.texture(rng, 0.45, 0.45)
+    grid = _grid_stream(rng)
+    streaks = cv.texture(grid, 1.6, 0.35)
+    blobs = cv.texture(grid, 0.45, 0.45)
     near_f = np.exp(-np.clip(phys_f - Y, 0, None) / (0.5 * W))
     near_t = np.exp(-np.clip(Y - phys_t, 0, None) / (0.5 * W))
     marrow = (f_canal * (0.08 + 0.3 * near_f) * (1 + 0.25 * streaks * near_f)
@@ -581,7 +589,7 @@ def render_knee(bone_age_months: float, sex: str, rng: np.random.Generator | int
     if m["fib_size"] > 0:
         xb = fx + np.linspace(-0.08, 0.08, 5) * W
         physes.append((xb, np.full_like(xb, fib_phys)))
-    return _finish_film(rng, cv, soft, bone, "knee", bone_age_months, sex, t, 1 - m["fuse_f"], m["epi_ratio_f"],
+    return _finish_film(rng, grid, cv, soft, bone, "knee", bone_age_months, sex, t, 1 - m["fuse_f"], m["epi_ratio_f"],
                         m["mature"], box, artefacts, metal, physes)
 
 
@@ -709,10 +717,11 @@ def render_hand(bone_age_months: float, sex: str, rng: np.random.Generator | int
     forearm = 0.42 * H * _smooth(wrist_y - 0.1 * H, wrist_y + 0.3 * H, Y)
     palm = cv.ellipse(0.05 * H, wrist_y - 0.2 * H, 0.6 * H, 0.5 * H, 0.16 * H)
     soft = np.maximum(soft * 0.5, palm) + np.sqrt(np.clip(forearm**2 - X**2, 0, None)) * 0.6
-    tex = cv.texture(rng, 0.6, 0.4)
+    grid = _grid_stream(rng)
+    tex = cv.texture(grid, 0.6, 0.4)
     bone = 1.6 * density * (cortical + spongy * (1 + 0.12 * tex))
     box = (-0.55 * H, -1.35 * H, 0.65 * H, wrist_y + 0.6 * H)
-    return _finish_film(rng, cv, soft, bone, "hand", bone_age_months, sex, t, 1 - stage["radius"][2],
+    return _finish_film(rng, grid, cv, soft, bone, "hand", bone_age_months, sex, t, 1 - stage["radius"][2],
                         stage["radius"][0], t >= mature_at, box)
 
 

@@ -142,6 +142,23 @@ def test_physical_size_is_honest_at_any_pixel_size():
     assert baby < 0.6 * widths[1], (baby, widths)
 
 
+def test_the_same_subject_is_the_same_film_at_any_pixel_size():
+    """Only the pixels change with the pixel size: artefacts (Harris lines, a cast, metal), the marker's side
+    and the exposure are the subject's, and the films agree once both are averaged down to one grid (texture
+    and quantum noise are drawn per pixel, from their own stream)."""
+    from PIL import Image
+
+    seen = set()
+    for i in range(60):
+        a, b = (render_knee(30 + 3 * i, "FM"[i % 2], rng=[5, i], size=s) for s in (96, 192))
+        assert (a.truth.artefacts, a.truth.laterality, a.truth.exposure) == (b.truth.artefacts, b.truth.laterality, b.truth.exposure)
+        seen.add(a.truth.artefacts)
+        pa, pb = np.asarray(Image.fromarray(a.pixels).reduce(4)), np.asarray(Image.fromarray(b.pixels).reduce(8))
+        h, w = min(pa.shape[0], pb.shape[0]), min(pa.shape[1], pb.shape[1])
+        assert np.abs(pa[:h, :w] - pb[:h, :w]).mean() < 0.05, i
+    assert len(seen) >= 2, seen  # some subjects carry artefacts: the comparison is not vacuous
+
+
 def test_skeletal_maturity_is_in_the_truth_and_the_manifest(tmp_path):
     assert not render_knee(180, "F", rng=1, size=96).truth.skeletally_mature
     assert render_knee(230, "F", rng=1, size=96).truth.skeletally_mature
@@ -198,7 +215,8 @@ def finger_lines(a, seed):
 
 def test_hand_carpals_appear_in_order_and_girls_lead():
     shares = [carpal_bone_share(a, "F") for a in (2, 48, 84, 120)]
-    assert shares[0] < 0.01 < shares[1] < shares[2] < shares[3], shares
+    # at 2 months only noise passes the threshold (up to 0.018 of the area across seeds, even at birth)
+    assert shares[0] < 0.025 < shares[1] < shares[2] < shares[3], shares
     assert carpal_bone_share(48, "F") > carpal_bone_share(48, "M")
 
 
