@@ -121,6 +121,36 @@ def test_knee_indicators_move_with_bone_age_and_stop_at_fusion(sex):
     assert scar[0] > scar[1] + 0.01 and abs(scar[1] - scar[2]) < 0.01, scar
 
 
+def physis_dips(img: np.ndarray, mm: float, offsets=(0.30, 0.40)) -> list[float]:
+    """The femoral physis's valley depth in profiles down both sides at each offset from the midline (in
+    metaphyseal widths, from the femoral shaft's width): how clearly the growth plate shows there."""
+    h, w = img.shape
+    c = w // 2
+    W = _width_mm(img, h // 2 - int(70 / mm), mm, c) / 0.44 / mm
+    half = max(2, int(0.03 * W))
+
+    def band(x):
+        return ndimage.gaussian_filter1d(img[:, x - half : x + half].mean(1), max(1.0, 0.01 * W))
+
+    side = band(c - int(0.12 * W))
+    joint = h // 2 - int(0.15 * W) + int(np.argmin(side[h // 2 - int(0.15 * W) : h // 2 + int(0.15 * W)]))
+    out = []
+    for f in offsets:
+        prof = (band(c - int(f * W)) + band(c + int(f * W))) / 2
+        out.append(float(_valley(prof, joint - int(0.6 * W), joint - int(0.05 * W), int(0.2 * W))[0]))
+    return out
+
+
+@pytest.mark.parametrize("sex", ["F", "M"])
+def test_epiphysis_caps_the_metaphysis_before_fusion(sex):
+    """Capping (Pyle-Hoerr; ~10.5-13.5 y in girls): the epiphysis's margins turn over the metaphysis's
+    corners, so the physis fades at its ends while it is still open in the middle."""
+    scale = 1.0 if sex == "F" else 17 / 15
+    (mid_before, end_before), (mid_after, end_after) = (physis_dips(*_film(a * scale, sex)) for a in (126, 156))
+    assert end_before > 1.4 * end_after, (end_before, end_after)  # the ends covered …
+    assert mid_after > 0.85 * mid_before > 0.15, (mid_before, mid_after)  # … while the plate is open
+
+
 def test_girls_ahead_of_boys_at_the_same_bone_age():
     assert knee_measures(*_film(100, "F"))["epi_ratio"] > knee_measures(*_film(100, "M"))["epi_ratio"]
     assert knee_measures(*_film(160, "F"))["physis_dip"] < knee_measures(*_film(160, "M"))["physis_dip"]
