@@ -8,8 +8,12 @@
 # model with the pseudo-labelled manifests. A run cut off at the deadline is finished on any machine with
 # the same make_demo.sh command and settings: cohorts render again identically (one random stream per
 # subject), and every step resumes from what is there.
-# Packages the machine lacks travel as wheels in .whl (see the tool's README). Localisers placed in
-# runs/gpu beforehand are used as they are (make_demo.sh skips a trained one).
+# Packages the machine lacks travel as wheels in .whl (ignored by git), fetched here beforehand with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     pydicom==3.0.2 pylibjpeg==2.1.0 pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle pandas==3.1.1 pillow==13.0.0
+# (its own torch, timm, scipy and scikit-learn serve). Localisers placed in runs/gpu beforehand are used as
+# they are (make_demo.sh skips a trained one).
 set -uo pipefail
 OUT=${OUT:-out}; WORK=${WORK:-runs/gpu}; DEADLINE=${DEADLINE:-540}
 mkdir -p "$OUT" "$WORK"
