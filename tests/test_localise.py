@@ -35,7 +35,6 @@ def test_window_is_the_same_in_millimetres_across_pixel_sizes(age):
         k = render_knee(age, "F", rng=1, size=size, standard=True)
         sp = k.truth.pixel_spacing_mm
         inputs.append(window_input(k.pixels, _centre(k.truth.region_px), (sp, sp), 96, 1.0))
-    # and a window that is twice as wide in mm shows the knee half as wide
     k = render_knee(age, "F", rng=1, size=640, standard=True)
     sp = k.truth.pixel_spacing_mm
     # Quantum noise, texture and the detector's blur differ with the pixel size (0.014-0.043 here); the
@@ -43,6 +42,7 @@ def test_window_is_the_same_in_millimetres_across_pixel_sizes(age):
     off_scale = np.abs(window_input(k.pixels, _centre(k.truth.region_px), (1.1 * sp, 1.1 * sp), 96, 1.0) - inputs[0]).mean()
     for x in inputs[1:]:
         assert np.abs(x - inputs[0]).mean() < min(0.05, off_scale), off_scale
+    # and a window that is twice as wide in mm shows the knee half as wide
     wide = window_input(k.pixels, _centre(k.truth.region_px), (sp, sp), 96, 2.0)
     assert np.corrcoef(wide[24:72, 24:72].ravel(), inputs[1][::2, ::2].ravel())[0, 1] > 0.9  # intensities are rescaled
 

@@ -51,20 +51,29 @@ def _width_mm(img, row, mm, centre):
     return (right - left) * mm
 
 
+def _knee_frame(img: np.ndarray, mm: float):
+    """Where to measure a standard knee film: the midline column, the femoral shaft's width (mm), the
+    metaphyseal width W (pixels, about 2.3 shafts), a row-profile smoother, the profile down a band beside
+    the midline (off the notch and the spines) and the joint line's row on it."""
+    h, w = img.shape
+    c = w // 2
+    shaft = _width_mm(img, h // 2 - int(70 / mm), mm, c)
+    W = shaft / 0.44 / mm
+    off, half = int(0.12 * W), max(2, int(0.04 * W))
+    smooth = lambda cols: ndimage.gaussian_filter1d(cols.mean(1), max(1.0, 0.01 * W))  # noqa: E731
+    side = smooth(img[:, c - off - half : c - off + half])
+    joint = h // 2 - int(0.15 * W) + int(np.argmin(side[h // 2 - int(0.15 * W) : h // 2 + int(0.15 * W)]))
+    return c, shaft, W, smooth, side, joint
+
+
 def knee_measures(img: np.ndarray, mm: float) -> dict:
     """Maturity indicators of a standard knee film, from its pixels: the femoral physis (its valley depth:
     open → narrowing → fused), the epiphysis/metaphysis width ratio, the physeal scar (a ridge) and the
     tibial spines (the eminence above the plateau). The scale comes from the femoral shaft's width; the
     profiles run down a band beside the midline, off the notch and the spines."""
-    h, w = img.shape
-    c = w // 2
-    shaft = _width_mm(img, h // 2 - int(70 / mm), mm, c)
-    W = shaft / 0.44 / mm  # the metaphysis is about 2.3 shafts wide (pixels)
-    off, half = int(0.12 * W), max(2, int(0.04 * W))
-    smooth = lambda cols: ndimage.gaussian_filter1d(cols.mean(1), max(1.0, 0.01 * W))  # noqa: E731
-    side = smooth(img[:, c - off - half : c - off + half])
+    c, shaft, W, smooth, side, joint = _knee_frame(img, mm)
+    off = int(0.12 * W)
     centre = smooth(img[:, c - max(1, int(0.02 * W)) : c + max(2, int(0.02 * W))])
-    joint = h // 2 - int(0.15 * W) + int(np.argmin(side[h // 2 - int(0.15 * W) : h // 2 + int(0.15 * W)]))
     epi = joint - int(0.27 * W) + int(np.argmax(side[joint - int(0.27 * W) : joint]))
     dip, phys = _valley(side, joint - int(0.6 * W), epi + 1, int(0.2 * W))
     meta_row = phys - max(2, int(0.06 * W))
@@ -124,19 +133,12 @@ def test_knee_indicators_move_with_bone_age_and_stop_at_fusion(sex):
 def physis_dips(img: np.ndarray, mm: float, offsets=(0.30, 0.40)) -> list[float]:
     """The femoral physis's valley depth in profiles down both sides at each offset from the midline (in
     metaphyseal widths, from the femoral shaft's width): how clearly the growth plate shows there."""
-    h, w = img.shape
-    c = w // 2
-    W = _width_mm(img, h // 2 - int(70 / mm), mm, c) / 0.44 / mm
+    c, _, W, smooth, _, joint = _knee_frame(img, mm)
     half = max(2, int(0.03 * W))
-
-    def band(x):
-        return ndimage.gaussian_filter1d(img[:, x - half : x + half].mean(1), max(1.0, 0.01 * W))
-
-    side = band(c - int(0.12 * W))
-    joint = h // 2 - int(0.15 * W) + int(np.argmin(side[h // 2 - int(0.15 * W) : h // 2 + int(0.15 * W)]))
     out = []
     for f in offsets:
-        prof = (band(c - int(f * W)) + band(c + int(f * W))) / 2
+        prof = (smooth(img[:, c - int(f * W) - half : c - int(f * W) + half])
+                + smooth(img[:, c + int(f * W) - half : c + int(f * W) + half])) / 2
         out.append(float(_valley(prof, joint - int(0.6 * W), joint - int(0.05 * W), int(0.2 * W))[0]))
     return out
 
