@@ -46,14 +46,22 @@ def info(files: tuple[str, ...], identifying: bool) -> None:
 @click.option("--hands", is_flag=True, help="Also write each subject's hand film.")
 @click.option("--format", "fmt", type=click.Choice(["dicom", "png"]), default="dicom", show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Parallel render processes.")
-def synth(n, seed, out, size, hands, fmt, workers):
+@click.option("--knee-sizes", default="", help="Comma-separated image rows for the knee films, taken in turn "
+              "(subject i gets the (i mod k)-th); the hand films keep --size.")
+def synth(n, seed, out, size, hands, fmt, workers, knee_sizes):
     """Write a synthetic cohort (phantom DICOMs, manifest.csv, truth.csv). NOT PATIENT DATA."""
     from tqdm import tqdm
 
     from .phantom import write_cohort
 
+    try:
+        sizes = tuple(int(v) for v in knee_sizes.split(",")) if knee_sizes.strip() else None
+    except ValueError:
+        raise click.BadParameter(f"{knee_sizes!r} is not a comma-separated list of whole numbers", param_hint="--knee-sizes") from None
+    if sizes and not all(64 <= v <= 4096 for v in sizes):
+        raise click.BadParameter(f"every size must lie in 64-4096 px, not {knee_sizes!r}", param_hint="--knee-sizes")
     with tqdm(total=n, unit="case", disable=None) as bar:
-        write_cohort(out, n, seed=seed, size=size, hands=hands, fmt=fmt, workers=workers,
+        write_cohort(out, n, seed=seed, size=size, hands=hands, fmt=fmt, workers=workers, knee_sizes=sizes,
                      progress=lambda i, _n: bar.update(1))
     click.echo(f"wrote {n} synthetic cases to {out}/manifest.csv (truth in {out}/truth.csv)")
 
@@ -81,21 +89,25 @@ def synth(n, seed, out, size, hands, fmt, workers):
 @click.option("--spacing", "spacing_mm", type=click.FloatRange(0.05, 5), default=None,
               help="Frame in millimetres: the input is INPUT_SIZE px at this many mm per pixel around the region (needs --localiser).")
 @click.option("--localiser", type=click.Path(exists=True, file_okay=False), help="Trained localiser directory (python -m kneeage localiser).")
+@click.option("--intensity", type=click.Choice(["percentile", "equalise"]), default="percentile", show_default=True,
+              help="Grey scale of the input: percentile window, or also histogram-equalised (invariant to gamma and LUTs; needs --spacing).")
 @click.option("--augment", type=click.Choice(["auto", "light", "strong"]), default="auto", show_default=True,
               help="Training augmentation: strong (invariance to scale, exposure, gamma, noise, blur) or light; auto = strong when framed in millimetres.")
 @click.option("--name", default="kneeage model", show_default=True)
 @click.option("--training-data", default="", help="Free-text description of the training data for the model card.")
 @click.option("--synthetic-demo", is_flag=True, help="Mark the model as trained on synthetic phantoms (shown with its numbers).")
 def train(manifest, out, label_column, image_column, body_part, arch, input_size, folds, epochs, patience, min_epochs,
-          batch_size, lr, seed, crop, no_sex, chron_age, init_from, spacing_mm, localiser, augment, name, training_data,
-          synthetic_demo):
+          batch_size, lr, seed, crop, no_sex, chron_age, init_from, spacing_mm, localiser, intensity, augment, name,
+          training_data, synthetic_demo):
     """Train a k-fold ensemble (resumable; runs under torchrun with DDP)."""
     from .model import ModelConfig
     from .train import TrainSettings
     from .train import train as run_train
 
+    if intensity == "equalise" and spacing_mm is None:
+        raise click.BadParameter("an equalised input needs physical framing (--spacing)", param_hint="--intensity")
     cfg = ModelConfig(arch=arch, input_size=input_size, use_sex=not no_sex, use_chron_age=chron_age, body_part=body_part,
-                      spacing_mm=spacing_mm)
+                      spacing_mm=spacing_mm, intensity=intensity)
     st = TrainSettings(label_column=label_column, image_column=image_column, folds=folds, epochs=epochs,
                        patience=patience, min_epochs=min_epochs, batch_size=batch_size, lr=lr, seed=seed, crop=crop, init_from=init_from,
                        localiser=localiser, augment=augment,
@@ -113,11 +125,13 @@ def train(manifest, out, label_column, image_column, body_part, arch, input_size
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write the localiser to.")
 @click.option("--image-column", default="image", show_default=True, help="image (knee) or hand_image.")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
-def localiser(manifest, truth, out, image_column, epochs):
+@click.option("--max-films", type=click.IntRange(10), default=1200, show_default=True, help="Train on the first N films.")
+def localiser(manifest, truth, out, image_column, epochs, max_films):
     """Train the region localiser on phantoms (kneeage.localise); give it to `train --localiser`."""
     from .localise import train_localiser
 
-    loc = _guard(lambda: train_localiser(manifest, truth, out, image_column, epochs, log=lambda m: click.echo(m, err=True)))
+    loc = _guard(lambda: train_localiser(manifest, truth, out, image_column, epochs, max_films=max_films,
+                                         log=lambda m: click.echo(m, err=True)))
     if loc is not None:
         click.echo(json.dumps(loc.info))
 

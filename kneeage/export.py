@@ -53,7 +53,8 @@ def export_card(model_dir: str | Path) -> ImportCard:
                     "overall_half_width_months": interval.get("overall_half_width_months", float("nan"))}
     return ImportCard(
         name=f"{card.name} (exported)", body_part=cfg.body_part, size=cfg.input_size, channels=1, layout="NCHW",
-        crop="auto", percentiles=(1.0, 99.0), scale=1.0, mean=(0.5,), std=(0.25,), image_input="image",
+        crop="auto", percentiles=(1.0, 99.0), equalise=cfg.intensity == "equalise", scale=1.0, mean=(0.5,), std=(0.25,),
+        spacing_mm=cfg.spacing_mm, window_mm=cfg.input_size * cfg.spacing_mm if cfg.spacing_mm else None, image_input="image",
         sex_input="sex" if cfg.use_sex else None, sex_encoding={"F": 0.0, "M": 1.0} if cfg.use_sex else {},
         age_input="chronological_age" if cfg.use_chron_age else None, age_unit="months", output_unit="months",
         output_name="bone_age_months", range_months=tuple(float(v) for v in card.label_range_months), interval=interval,

@@ -36,7 +36,7 @@ from .files import atomic_write
 from .imaging import load_radiograph
 from .model import CARD, ModelCard, ModelConfig, save_card
 from .phantom import render_knee
-from .preprocess import crop, to_input
+from .preprocess import crop, equalise, to_input
 from .stats import json_ready
 
 FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript"}
@@ -67,6 +67,7 @@ class ImportCard:
     layout: str = "NCHW"
     crop: str = "auto"
     percentiles: tuple[float, float] = (1.0, 99.0)
+    equalise: bool = False  # intensity = "equalise": after the percentile window, each pixel's rank (kneeage.preprocess.equalise)
     scale: float = 1.0
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.25,)
@@ -105,7 +106,8 @@ class ImportCard:
         lo, hi = self.percentiles
         geo = (f"{self.window_mm:g} mm window at {self.spacing_mm:g} mm per pixel" if self.spacing_mm else
                f"aspect-preserving resize to {self.size} px with zero padding")
-        return (f"crop ({self.crop}), {geo}, clip to the {lo:g}-{hi:g} percentiles and scale to [0,1], × {self.scale:g}, "
+        eq = ", histogram-equalised" if self.equalise else ""
+        return (f"crop ({self.crop}), {geo}, clip to the {lo:g}-{hi:g} percentiles and scale to [0,1]{eq}, × {self.scale:g}, "
                 f"then (x − {list(self.mean)}) / {list(self.std)}, {self.channels} channel(s), {self.layout}")
 
     def as_dict(self) -> dict:
@@ -193,8 +195,8 @@ def parse_card(raw: dict, name: str = "card.toml") -> ImportCard:
         raise bad(f"input.channels must be 1 or 3, not {channels!r}")
     layout = choice(inp, "layout", "input.", ("NCHW", "NHWC"), "NCHW")
     crop = choice(inp, "crop", "input.", ("auto", "full"), "auto")
-    intensity = choice(inp, "intensity", "input.", ("percentile", "minmax"), "percentile")
-    pct = inp.get("percentiles", [1, 99]) if intensity == "percentile" else [0, 100]
+    intensity = choice(inp, "intensity", "input.", ("percentile", "minmax", "equalise"), "percentile")
+    pct = inp.get("percentiles", [1, 99]) if intensity != "minmax" else [0, 100]
     if (not isinstance(pct, list) or len(pct) != 2 or not all(isinstance(v, (int, float)) for v in pct)
             or not 0 <= pct[0] < pct[1] <= 100):
         raise bad(f"input.percentiles must be two numbers 0 ≤ low < high ≤ 100, not {pct!r}")
@@ -246,7 +248,7 @@ def parse_card(raw: dict, name: str = "card.toml") -> ImportCard:
         raise bad(f"synthetic_demo must be true or false, not {demo!r}")
     return ImportCard(
         name=card_name, body_part=body_part, size=size, channels=channels, layout=layout, crop=crop,
-        percentiles=(float(pct[0]), float(pct[1])), scale=scale, mean=mean, std=std, spacing_mm=spacing,
+        percentiles=(float(pct[0]), float(pct[1])), equalise=intensity == "equalise", scale=scale, mean=mean, std=std, spacing_mm=spacing,
         window_mm=window, image_input=image, sex_input=sex, sex_encoding=enc, age_input=age, age_unit=age_unit,
         output_unit=unit, output_name=text(out, "name", "output."), range_months=(lo, hi), interval=interval,
         synthetic_demo=demo, label_source=text(raw, "label_source", "", default=""),
@@ -293,7 +295,7 @@ def card_toml(card: ImportCard) -> str:
     else:
         lines.append(f"size = {card.size}")
     lines += [f"channels = {card.channels}", f"layout = {q(card.layout)}", f"crop = {q(card.crop)}",
-              'intensity = "percentile"', f"percentiles = {list(card.percentiles)}", f"scale = {card.scale!r}",
+              f'intensity = "{"equalise" if card.equalise else "percentile"}"', f"percentiles = {list(card.percentiles)}", f"scale = {card.scale!r}",
               f"mean = {list(card.mean)}", f"std = {list(card.std)}", "", "[inputs]", f"image = {q(card.image_input)}"]
     if card.sex_input:
         lines += [f"sex = {q(card.sex_input)}",
@@ -359,7 +361,8 @@ class Runner:
         if c.crop == "full" and (box is None or box == "auto" or box == ""):
             box = "full"
         if not (c.spacing_mm and spacing_mm):
-            return to_input(pixels, c.size, box, c.percentiles)
+            out = to_input(pixels, c.size, box, c.percentiles)
+            return equalise(out, np.ones(out.shape, bool)) if c.equalise else out
         region = crop(pixels, box)
         lo, hi = np.percentile(region, list(c.percentiles))
         region = np.clip((region - lo) / (hi - lo + 1e-6), 0, 1).astype(np.float32)
@@ -373,6 +376,10 @@ class Runner:
         part = region[y0 : y0 + c.size, x0 : x0 + c.size]
         oy, ox = (c.size - part.shape[0]) // 2, (c.size - part.shape[1]) // 2
         out[oy : oy + part.shape[0], ox : ox + part.shape[1]] = np.clip(part, 0, 1)
+        if c.equalise:
+            placed = np.zeros(out.shape, bool)
+            placed[oy : oy + part.shape[0], ox : ox + part.shape[1]] = True
+            out = equalise(out, placed)
         return out
 
     def network_input(self, inputs: np.ndarray) -> np.ndarray:

@@ -150,8 +150,9 @@ class Framer:
     """Turns an image into the model's input (see the module docstring). ``spacing_mm`` None: the legacy
     pixel-relative framing (the region resized to ``size``)."""
 
-    def __init__(self, size: int, spacing_mm: float | None = None, localiser: Localiser | None = None):
-        self.size, self.spacing_mm, self.localiser = size, spacing_mm, localiser
+    def __init__(self, size: int, spacing_mm: float | None = None, localiser: Localiser | None = None,
+                 intensity: str = "percentile"):
+        self.size, self.spacing_mm, self.localiser, self.intensity = size, spacing_mm, localiser, intensity
 
     @property
     def window_mm(self) -> float | None:
@@ -189,7 +190,8 @@ class Framer:
         if framing.window_px is None:  # pixel-relative (models made before physical framing)
             return to_input(pixels, self.size, "full" if framing.region_source == "whole image" else framing.region_px)
         x0, y0, x1, y1 = framing.window_px
-        return window_input(pixels, ((x0 + x1) / 2, (y0 + y1) / 2), framing.spacing_mm, self.size, self.spacing_mm)
+        return window_input(pixels, ((x0 + x1) / 2, (y0 + y1) / 2), framing.spacing_mm, self.size, self.spacing_mm,
+                            intensity=self.intensity)
 
     def __call__(self, pixels: np.ndarray, box="auto", spacing=None) -> np.ndarray:
         return self.input(pixels, self.frame(pixels, box, spacing))
@@ -256,7 +258,8 @@ def train_localiser(manifest: str | Path, truth: str | Path, out: str | Path, im
     Xh = torch.from_numpy(np.stack([vs[0][0] for (vs, _), h in zip(got, held) if h]))[:, None]
     Yh = np.stack([vs[0][1] for (vs, _), h in zip(got, held) if h])
     torch.manual_seed(seed)
-    net = LocaliserNet()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = LocaliserNet().to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = epochs * math.ceil(len(X) / 64)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
@@ -267,7 +270,7 @@ def train_localiser(manifest: str | Path, truth: str | Path, out: str | Path, im
         losses = []
         for i in range(0, len(X), 64):
             b = perm[i : i + 64]
-            x, y = _augment(X[b], Y[b], gen)
+            x, y = (t.to(device) for t in _augment(X[b], Y[b], gen))
             loss = nn.functional.smooth_l1_loss(net((x - 0.5) / 0.25), y, beta=0.02)
             opt.zero_grad()
             loss.backward()
@@ -276,7 +279,7 @@ def train_localiser(manifest: str | Path, truth: str | Path, out: str | Path, im
             losses.append(loss.item())
         if (epoch + 1) % 5 == 0 or epoch + 1 == epochs:
             log(f"localiser epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}")
-    net.eval()
+    net = net.cpu().eval()
     with torch.no_grad():
         f = net((Xh - 0.5) / 0.25).numpy()
     width = Yh[:, 2] - Yh[:, 0]

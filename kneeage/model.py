@@ -71,6 +71,7 @@ class ModelConfig:
     label_std: float = 60.0
     body_part: str = "knee"
     spacing_mm: float | None = None  # physical framing: input_size px at this spacing around the region (kneeage.localise)
+    intensity: str = "percentile"  # or "equalise" (physical framing only): kneeage.preprocess.window_input
 
     @property
     def side_inputs(self) -> list[str]:

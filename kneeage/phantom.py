@@ -150,6 +150,10 @@ class _Acq:
     grid_period_px: float  # 0: no grid lines
 
 
+#: X-ray quanta reaching the detector per mm² (patient plane) at unit exposure, behind no attenuation:
+#: 4000 in a 0.6 mm pixel.
+QUANTA_PER_MM2 = 4000.0 / 0.36
+
 KNEE_DETECTORS = ((240, 180), (300, 240), (430, 350))  # mm: 18×24, 24×30, 35×43 cm
 HAND_DETECTORS = ((240, 180), (300, 240))
 
@@ -301,20 +305,32 @@ def _expose(rng, grid, acq: _Acq, soft_mm, bone_mm, marker: str, metal_mm=None):
     if metal_mm is not None:
         atten = atten + MU_METAL * metal_mm
     primary = np.exp(-atten)
-    scatter = 0.25 * ndimage.gaussian_filter(primary, 25.0 / acq.spacing * 0.2 + 4)
+    # Everything here is physical, so one subject gives the same film, at the model's working spacing, on a
+    # detector of any pixel size: scatter spreads over ~7 mm; the detector blurs by 0.25-0.4 mm (phosphor) on
+    # top of its pixel aperture (~0.3 px); quantum noise is set per mm² (QUANTA_PER_MM2 × exposure), so a
+    # pixel a quarter the area gets a quarter of the quanta.
+    scatter = 0.25 * ndimage.gaussian_filter(primary, 7.0 / acq.spacing)
     signal = primary + scatter
-    signal = ndimage.gaussian_filter(signal, 0.5 + 0.3 * rng.random())  # detector blur (px)
-    photons = 4000.0 * acq.exposure
-    noisy = grid.poisson(np.clip(signal, 1e-4, None) * photons).astype(np.float32) / photons
-    log = -np.log(np.clip(noisy, 0.5 / photons, None))  # bone bright
-    if acq.edge:  # CR/DR processing: unsharp mask at ~2 mm
-        log = log + acq.edge * (log - ndimage.gaussian_filter(log, 2.0 / acq.spacing))
+    signal = np.clip(ndimage.gaussian_filter(signal, float(np.hypot((0.25 + 0.15 * rng.random()) / acq.spacing, 0.3))), 1e-4, None)
+    quanta = QUANTA_PER_MM2 * acq.spacing ** 2 * acq.exposure * signal
+    clean = -np.log(signal).astype(np.float32)  # bone bright
+    # Quantum noise in the log image: the Gaussian limit of Poisson counts, SD 1/√quanta.
+    noise = grid.standard_normal(clean.shape, dtype=np.float32) / np.sqrt(quanta + 1.0).astype(np.float32)
+
+    def enhance(a):  # CR/DR processing: unsharp mask at ~2 mm (linear, so image and noise are enhanced apart)
+        return a + acq.edge * (a - ndimage.gaussian_filter(a, 2.0 / acq.spacing)) if acq.edge else a
+
+    clean, noise = enhance(clean), enhance(noise)
     t, b, left, r = acq.collimation
     R, C = acq.rows, acq.cols
-    inside = log[int(t * R) : R - int(b * R), int(left * C) : C - int(r * C)]
-    inside = inside if inside.size else log
+    inside = clean[int(t * R) : R - int(b * R), int(left * C) : C - int(r * C)]
+    inside = inside if inside.size else clean
     lo, hi = np.percentile(inside, 0.5), np.percentile(inside, 99.8)
-    img = np.clip((log - lo) / (hi - lo + 1e-6), 0, 1) ** 2.0 * 0.9 + 0.03  # a LUT that favours bone, as CR processing does
+    # A LUT that favours bone, as CR processing does: 0.03 + 0.9 u², u the clipped, scaled log image. It is set
+    # on the noise-free image, and the noise passes through its slope: a square applied to per-pixel noise
+    # would brighten the film by the noise variance, which grows as pixels shrink.
+    u = np.clip((clean - lo) / (hi - lo + 1e-6), 0, 1)
+    img = np.clip(u ** 2 * 0.9 + 0.03 + np.where(u < 1, 1.8 * u / (hi - lo + 1e-6), 0) * noise, 0, 1)
     if acq.grid_period_px:  # stationary anti-scatter grid: faint lines across the film
         img = np.clip(img + 0.012 * np.sin(2 * np.pi * np.arange(C) / acq.grid_period_px)[None, :], 0, 1)
     # Collimation: unexposed film is as bright as the densest bone.
@@ -794,7 +810,7 @@ def write_dicom(path, stored: np.ndarray, truth: PhantomTruth, *, birth, study, 
 def _write_subject(args) -> tuple[dict, dict]:
     """Render and write subject ``i`` of cohort ``seed`` (its own random stream: results do not depend
     on how many workers write the cohort)."""
-    out, i, seed, size, hands, fmt = args
+    out, i, seed, size, hands, fmt, knee_sizes = args
     out = Path(out)
     rng = np.random.default_rng([seed, i])
     sex = "F" if rng.random() < 0.5 else "M"
@@ -811,7 +827,8 @@ def _write_subject(args) -> tuple[dict, dict]:
     ext = "dcm" if fmt == "dicom" else "png"
     knee_name = f"images/{case}_knee.{ext}"
     hand_name = f"images/{case}_hand.{ext}" if hands else ""
-    films = [(knee_name, render_knee(true_ba, sex, rng, size), study, "KNEE", COHORT_SYNTAXES[i % len(COHORT_SYNTAXES)])]
+    knee_size = knee_sizes[i % len(knee_sizes)] if knee_sizes else size
+    films = [(knee_name, render_knee(true_ba, sex, rng, knee_size), study, "KNEE", COHORT_SYNTAXES[i % len(COHORT_SYNTAXES)])]
     if hands:
         films.append((hand_name, render_hand(hand_ba, sex, rng, size), study + timedelta(days=hand_shift), "HAND",
                       COHORT_SYNTAXES[(i + 2) % len(COHORT_SYNTAXES)]))
@@ -839,18 +856,20 @@ def _box_text(box) -> str:
 
 
 def write_cohort(out, n: int, seed: int = 0, size: int = 512, hands: bool = False, fmt: str = "dicom",
-                 progress=None, workers: int = 1):
+                 progress=None, workers: int = 1, knee_sizes: tuple[int, ...] | None = None):
     """Write ``n`` synthetic subjects under ``out``: images/, manifest.csv and truth.csv.
 
     Chronological ages are uniform over 0-18 years; true bone age = chronological age + N(0, SD(age, sex))
     (``bone_age_sd_months``: the Brush Foundation SDs); the hand film is taken within ±3 months of the knee film; the reference
     read is the true bone age at the hand film plus reader noise N(0, READER_SD_MONTHS), moved to the
-    knee film's date. ``fmt`` is "dicom" (CR, a mix of transfer syntaxes) or "png" (16-bit).
+    knee film's date. ``fmt`` is "dicom" (CR, a mix of transfer syntaxes) or "png" (16-bit). ``size``: image
+    rows; ``knee_sizes`` (optional): rows of the knee films, taken in turn (a cohort for training across
+    detector pixel sizes), the hand films keeping ``size``.
     Returns the manifest as a pandas DataFrame.
     """
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), i, seed, size, hands, fmt) for i in range(n)]
+    jobs = [(str(out), i, seed, size, hands, fmt, tuple(knee_sizes or ())) for i in range(n)]
     results = []
     if workers > 1:
         with ProcessPoolExecutor(workers) as ex:

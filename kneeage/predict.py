@@ -138,7 +138,7 @@ class Predictor:
             self.models = [load_fold(self.card.config, p).to(self.device) for p in paths]
         cfg = self.card.config
         localiser = Localiser.load(self.model_dir, self.card.localiser) if self.card.localiser else None
-        self.framer = Framer(cfg.input_size, None if self.runner else cfg.spacing_mm, localiser)
+        self.framer = Framer(cfg.input_size, None if self.runner else cfg.spacing_mm, localiser, cfg.intensity)
         self.hash = model_hash(self.model_dir)
         qc = self.card.qc or {}
         self._feature_qc = load_feature_qc(self.model_dir, qc)

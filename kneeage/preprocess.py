@@ -2,7 +2,10 @@
 
 Pipeline: knee region (whole image, automatic crop, or a user/manifest crop box) → aspect-preserving
 resize with zero padding to a square ``size`` → clip to the 1st-99th percentile of the region and scale
-to [0, 1] (robust to exposure) → the network sees ``(x - 0.5) / 0.25``.
+to [0, 1] (robust to exposure) → the network sees ``(x - 0.5) / 0.25``. Models framed in millimetres
+(:func:`window_input`) may also equalise the window (``intensity="equalise"``): each pixel becomes its rank
+among the window's pixels, so any monotone change of the grey scale (gamma, a LUT, contrast) gives the
+same input.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 import numpy as np
 import torch
 from PIL import Image
+from scipy import stats
 
 from .errors import InputError
 
@@ -88,14 +92,38 @@ def to_input(pixels: np.ndarray, size: int, box="full", percentiles=(1, 99)) -> 
     return out
 
 
+INTENSITIES = ("percentile", "equalise")
+
+
+def normalisation_text(spacing_mm: float | None, intensity: str = "percentile") -> str:
+    """The model card's one-line description of the preprocessing."""
+    if spacing_mm is None:
+        return "crop, aspect-preserving resize with zero padding, 1st-99th percentile clip to [0,1], then (x-0.5)/0.25"
+    how = ("1st-99th percentile clip to [0,1], then each pixel's rank among the window's pixels (histogram "
+           "equalisation)") if intensity == "equalise" else "1st-99th percentile clip to [0,1]"
+    return f"a fixed physical window resampled to {spacing_mm:g} mm per pixel around the localised region, {how}, then (x-0.5)/0.25"
+
+
+def equalise(img: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Histogram equalisation: each pixel of ``img`` where ``inside`` holds becomes its mid-rank among
+    them, (rank − ½) / n in (0, 1) (ties share their average rank); pixels outside become 0."""
+    out = np.zeros_like(img, dtype=np.float32)
+    vals = img[inside]
+    if vals.size:
+        out[inside] = ((stats.rankdata(vals) - 0.5) / vals.size).astype(np.float32)
+    return out
+
+
 def window_input(pixels: np.ndarray, centre_xy, spacing_mm, size: int, out_spacing_mm: float,
-                 percentiles=(1, 99)) -> np.ndarray:
+                 percentiles=(1, 99), intensity: str = "percentile") -> np.ndarray:
     """A physical window → square float32 image in [0, 1] of side ``size`` at ``out_spacing_mm`` mm per pixel.
 
     The window (``size`` × ``out_spacing_mm`` mm on each side) is centred on ``centre_xy`` (image pixels)
     of an image whose pixels are ``spacing_mm`` (row, column) mm apart; what lies outside the image is 0.
-    Intensities are clipped to the ``percentiles`` of the part inside the image, so the same anatomy
-    gives the same input whatever the detector's pixel size (tested)."""
+    The window is resampled first (what lies beyond the image edge repeats the edge), then intensities are
+    clipped to the ``percentiles`` of the part inside the image at the working spacing, so the same anatomy
+    gives the same input whatever the detector's pixel size and per-pixel noise (tested);
+    ``intensity="equalise"`` then equalises that part (:func:`equalise`)."""
     h, w = pixels.shape
     sy, sx = (float(v) for v in spacing_mm)
     half_x, half_y = size * out_spacing_mm / 2 / sx, size * out_spacing_mm / 2 / sy
@@ -104,12 +132,8 @@ def window_input(pixels: np.ndarray, centre_xy, spacing_mm, size: int, out_spaci
     x1, y1 = int(math.ceil(cx + half_x)), int(math.ceil(cy + half_y))
     if x1 - x0 < 2 or y1 - y0 < 2 or x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
         raise InputError(f"The {size * out_spacing_mm:.0f} mm window around ({cx:.0f}, {cy:.0f}) falls outside the {w}x{h} image.")
-    inside = pixels[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
-    step = max(1, int(math.sqrt(inside.size / 262_144)))
-    lo, hi = np.percentile(inside[::step, ::step], list(percentiles))
-    region = np.zeros((y1 - y0, x1 - x0), np.float32)
-    region[max(-y0, 0) : max(-y0, 0) + inside.shape[0], max(-x0, 0) : max(-x0, 0) + inside.shape[1]] = \
-        np.clip((inside - lo) / (hi - lo + 1e-6), 0, 1)
+    inside = pixels[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)].astype(np.float32, copy=False)
+    region = np.pad(inside, ((max(-y0, 0), max(y1 - h, 0)), (max(-x0, 0), max(x1 - w, 0))), mode="edge")
     f = min(region.shape) // (2 * size)
     img = Image.fromarray(region, mode="F")
     if f >= 2:  # average f×f blocks first, then the exact resample below
@@ -118,8 +142,13 @@ def window_input(pixels: np.ndarray, centre_xy, spacing_mm, size: int, out_spaci
     k = region.shape[1] / img.size[0], region.shape[0] / img.size[1]
     bx0, by0 = (cx - half_x - x0) / k[0], (cy - half_y - y0) / k[1]
     bx1, by1 = (cx + half_x - x0) / k[0], (cy + half_y - y0) / k[1]
-    out = img.resize((size, size), Image.BILINEAR, box=(bx0, by0, bx1, by1))
-    return np.clip(np.asarray(out, np.float32), 0, 1)
+    out = np.asarray(img.resize((size, size), Image.BILINEAR, box=(bx0, by0, bx1, by1)), np.float32)
+    t = (np.arange(size) + 0.5) / size  # output pixel centres in image pixels: on the film or not
+    xs, ys = cx - half_x + 2 * half_x * t, cy - half_y + 2 * half_y * t
+    on = ((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :]
+    lo, hi = np.percentile(out[on], list(percentiles)) if on.any() else (0.0, 1.0)
+    out = np.where(on, np.clip((out - lo) / (hi - lo + 1e-6), 0, 1), 0).astype(np.float32)
+    return equalise(out, on) if intensity == "equalise" else out
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -127,12 +156,14 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - 0.5) / 0.25
 
 
-def augment(x: torch.Tensor, generator: torch.Generator | None = None, strong: bool = False) -> torch.Tensor:
+def augment(x: torch.Tensor, generator: torch.Generator | None = None, strong: bool = False,
+            grey_scale: bool = True) -> torch.Tensor:
     """Random flip, rotation (±10°), scale (0.9-1.1), shift (±5%), brightness, contrast, gamma and noise.
 
     ``strong`` (physically framed models, for invariance): scale 0.85-1.15 (spacing and magnification
     errors), shift ±8% (localiser error, a user's box), gamma 0.5-2, contrast 0.3-1.3, noise SD up to
-    0.06, blur or CR-like edge enhancement. ``x``: (N, 1, H, W) in [0, 1] on any device; returns the same
+    0.06, blur or CR-like edge enhancement. ``grey_scale`` False leaves brightness, contrast and gamma alone
+    (an equalised input does not see them). ``x``: (N, 1, H, W) in [0, 1] on any device; returns the same
     shape in [0, 1]."""
     n, dev = x.shape[0], x.device
     gdev = generator.device if generator is not None else dev
@@ -156,7 +187,9 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, strong: b
         blur = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), (k[:, None] * k[None, :])[None, None])
         x = x + u(-1.0, 0.8).view(n, 1, 1, 1) * (x - blur)
     gamma = torch.exp(u(-0.69, 0.69) if strong else u(-0.25, 0.25)).view(n, 1, 1, 1)
-    x = x.clamp(0, 1) ** gamma
-    x = (x - 0.5) * (u(0.3, 1.3) if strong else u(0.8, 1.2)).view(n, 1, 1, 1) + 0.5 + u(-0.08, 0.08).view(n, 1, 1, 1)
+    contrast = (u(0.3, 1.3) if strong else u(0.8, 1.2)).view(n, 1, 1, 1)
+    brightness = u(-0.08, 0.08).view(n, 1, 1, 1)
+    if grey_scale:
+        x = (x.clamp(0, 1) ** gamma - 0.5) * contrast + 0.5 + brightness
     noise = torch.randn(x.shape, generator=generator, device=gdev).to(dev) * u(0, 0.06 if strong else 0.03).view(n, 1, 1, 1)
     return (x + noise).clamp(0, 1)

@@ -30,7 +30,7 @@ from .errors import InputError
 from .files import atomic_write
 from .localise import Framer, load_trained
 from .model import BoneAgeNet, ModelCard, ModelConfig, fold_paths, load_card, load_fold, save_card, save_fold
-from .preprocess import augment, normalise
+from .preprocess import augment, normalisation_text, normalise
 
 REFERENCE = "reference_bone_age_months"  # the reads a site compares a model with
 
@@ -183,6 +183,8 @@ def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_id
         start, best, best_state, bad, history = ck["epoch"] + 1, ck["best"], ck["best_state"], ck["bad"], ck["history"]
         log(f"fold {fold}: resuming at epoch {start + 1}")
     gen = torch.Generator(device=device).manual_seed(st.seed * 1000 + fold)
+    if resume.is_file() and "gen" in ck:  # the augmentations continue where they stopped, as if never cut off
+        gen.set_state(ck["gen"])
     strong = st.augment == "strong" or (st.augment == "auto" and cfg.spacing_mm is not None)
     imgs, sex, chron, y = data.images, data.sex, data.chron, data.labels
     ymean, ystd = cfg.label_mean, cfg.label_std
@@ -195,7 +197,7 @@ def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_id
         for i in range(0, len(mine), st.batch_size):
             b = mine[i : i + st.batch_size]
             x = imgs[b].to(device, non_blocking=True).float() / 255
-            x = normalise(augment(x, gen, strong=strong))
+            x = normalise(augment(x, gen, strong=strong, grey_scale=cfg.intensity != "equalise"))
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -217,7 +219,7 @@ def _train_fold(cfg: ModelConfig, st: TrainSettings, data: TrainingSet, train_id
             bad += 1
         if rank == 0:  # written whole: a kill mid-save keeps the last one
             ck = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-                  "best": best, "best_state": best_state, "bad": bad, "history": history}
+                  "best": best, "best_state": best_state, "bad": bad, "history": history, "gen": gen.get_state()}
             atomic_write(resume, lambda tmp: torch.save(ck, tmp))
         if bad >= st.patience and epoch + 1 >= st.min_epochs:
             log(f"fold {fold}: early stop after epoch {epoch + 1} (best val MAE {best:.2f})")
@@ -252,7 +254,7 @@ def train(manifest: str | Path, out: str | Path, cfg: ModelConfig | None = None,
         localiser = load_trained(st.localiser)
     if data is None:
         data = load_training_set(manifest, st.label_column, cfg.input_size, st.image_column, st.crop,
-                                 framer=Framer(cfg.input_size, cfg.spacing_mm, localiser))
+                                 framer=Framer(cfg.input_size, cfg.spacing_mm, localiser, cfg.intensity))
     if device.type == "cuda":  # keep the (uint8) images on the GPU: no loader in the loop
         data = replace(data, images=data.images.to(device))
     y = data.labels.numpy()
@@ -326,6 +328,7 @@ def _finish(cfg, st, data, oof, folds, state, out: Path, name, device, localiser
         label_source=st.label_column,
         synthetic_demo=st.synthetic_demo,
         training_data=st.training_data or f"{len(y)} images; labels from column {st.label_column!r}",
+        normalisation=normalisation_text(cfg.spacing_mm, cfg.intensity),
         code_version=f"kneeage {__version__}",
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         fold_metrics=fold_metrics,

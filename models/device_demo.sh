@@ -13,7 +13,7 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     pydicom==3.0.2 pylibjpeg==2.1.0 pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle pandas==3.1.1 pillow==13.0.0
 # (its own torch, timm, scipy and scikit-learn serve). Localisers placed in runs/gpu beforehand are used as
-# they are (make_demo.sh skips a trained one).
+# they are (make_demo.sh skips a trained one); the knee localiser trains here on the GPU (LOC_FILMS, LOC_EPOCHS).
 set -uo pipefail
 OUT=${OUT:-out}; WORK=${WORK:-runs/gpu}; DEADLINE=${DEADLINE:-540}
 mkdir -p "$OUT" "$WORK"
@@ -22,15 +22,16 @@ if ! python3 -c "import pydicom" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/nu
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-# The GPU recipe (make_demo.sh's defaults are the 2-core CPU's): larger cohorts rendered at 384 px, finer
+# The GPU recipe (make_demo.sh's defaults are the 2-core CPU's): larger cohorts rendered at 384 px (knees at 256,
+# 384 and 512 in turn), finer
 # inputs, more epochs, bigger batches. Each can be overridden from the environment.
-export SIZE=${SIZE:-384} N_HANDS=${N_HANDS:-3000} N_TRAIN=${N_TRAIN:-6000} N_TEST=${N_TEST:-400}
+export SIZE=${SIZE:-384} KNEE_SIZES=${KNEE_SIZES:-256,384,512} N_HANDS=${N_HANDS:-3000} N_TRAIN=${N_TRAIN:-7200} N_TEST=${N_TEST:-400}
 export INPUT=${INPUT:-192} SPACING=${SPACING:-0.67} HAND_INPUT=${HAND_INPUT:-224} HAND_SPACING=${HAND_SPACING:-0.9}
-export HAND_EPOCHS=${HAND_EPOCHS:-30} KNEE_EPOCHS=${KNEE_EPOCHS:-30} BS=${BS:-64} LR=${LR:-2e-3} VARIANTS=${VARIANTS:-0}
+export LOC_EPOCHS=${LOC_EPOCHS:-30} LOC_FILMS=${LOC_FILMS:-4000} HAND_EPOCHS=${HAND_EPOCHS:-30} KNEE_EPOCHS=${KNEE_EPOCHS:-36} BS=${BS:-64} LR=${LR:-2e-3} VARIANTS=${VARIANTS:-0}
 { nvidia-smi -L; nproc; python3 -c "import torch, pandas, numpy, timm, sklearn, pydicom, PIL
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'pandas', pandas.__version__, 'numpy', numpy.__version__,
       'timm', timm.__version__, 'sklearn', sklearn.__version__, 'pydicom', pydicom.__version__, 'pillow', PIL.__version__)"; } 2>&1 | tee "$OUT/log.txt"
-env | grep -E '^(SIZE|N_|INPUT|SPACING|HAND_|KNEE_|BS|LR|VARIANTS)=' | sort | tr '\n' ' ' | tee -a "$OUT/log.txt"; echo | tee -a "$OUT/log.txt"
+env | grep -E '^(SIZE|N_|INPUT|SPACING|INTENSITY|HAND_|KNEE_|LOC_|BS|LR|VARIANTS)=' | sort | tr '\n' ' ' | tee -a "$OUT/log.txt"; echo | tee -a "$OUT/log.txt"
 START=$(date +%s)
 setsid bash models/make_demo.sh "$WORK" "$WORK/model" "$WORK/results.json" >>"$OUT/log.txt" 2>&1 &
 PID=$!

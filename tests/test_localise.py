@@ -47,6 +47,26 @@ def test_window_is_the_same_in_millimetres_across_pixel_sizes(age):
     assert np.corrcoef(wide[24:72, 24:72].ravel(), inputs[1][::2, ::2].ravel())[0, 1] > 0.9  # intensities are rescaled
 
 
+def test_equalised_window_ignores_gamma_and_contrast():
+    """intensity="equalise": the window's pixels become their ranks, so a gamma of 0.5 or 2 or a contrast of
+    ×0.3 on the film gives the same input (up to resampling), where the percentile window alone moves;
+    what lies off the film stays 0."""
+    k = render_knee(120, "M", rng=3, size=384, standard=True)
+    sp = (k.truth.pixel_spacing_mm,) * 2
+    x0, y0, x1, y1 = k.truth.region_px
+    centre = (x0 - 40, (y0 + y1) / 2)  # a 144 mm window whose left quarter lies off the film
+
+    def win(p, intensity):
+        return window_input(p, centre, sp, 96, 1.5, intensity=intensity)
+
+    base = win(k.pixels, "equalise")
+    on = base[:, 30:]
+    assert base[:, :20].max() == 0 and 0.45 < on.mean() < 0.55 and on.std() > 0.25  # ranks are uniform over the film
+    for changed in (k.pixels ** 0.5, k.pixels ** 2, 0.5 + 0.3 * (k.pixels - 0.5)):
+        assert np.abs(win(changed, "equalise") - base).mean() < 0.01
+    assert np.abs(win(k.pixels ** 2, "percentile") - win(k.pixels, "percentile")).mean() > 0.05
+
+
 def test_dicom_spacing_is_corrected_for_magnification(tmp_path):
     k = render_knee(100, "M", rng=2, size=256)
     from datetime import date
@@ -140,15 +160,20 @@ def test_cli_trains_a_localiser_and_a_physically_framed_model(tmp_path):
     assert r.exit_code == 0, r.output
     info = json.loads(r.output.strip().splitlines()[-1])
     assert info["median_region_width_mm"] > 10 and (tmp_path / "loc" / "localiser.safetensors").is_file()
-    cfg = ModelConfig(arch="kneeage_convnext_nano_test", input_size=32, spacing_mm=4.0)
+    cfg = ModelConfig(arch="kneeage_convnext_nano_test", input_size=32, spacing_mm=4.0, intensity="equalise")
     st = TrainSettings(folds=2, epochs=1, batch_size=4, localiser=str(tmp_path / "loc"))
     card = train(tmp_path / "c" / "manifest.csv", tmp_path / "m", cfg, st, log=lambda m: None)
     assert card.localiser["median_region_width_mm"] == info["median_region_width_mm"]
+    assert card.config.intensity == "equalise" and "equalisation" in card.normalisation
     p = Predictor(tmp_path / "m", device="cpu")
     k = render_knee(100, "F", rng=1, size=96)
     framing = p.frame(k.pixels, "auto", k.truth.pixel_spacing_mm)
     assert framing.region_source == "localiser" and framing.spacing_source == "given"
-    assert p.prepare(k.pixels, "auto", k.truth.pixel_spacing_mm).shape == (32, 32)
+    x = p.prepare(k.pixels, "auto", k.truth.pixel_spacing_mm)
+    assert x.shape == (32, 32) and 0.4 < x[x > 0].mean() < 0.6  # equalised
+    r = CliRunner().invoke(main, ["train", "--manifest", str(tmp_path / "c" / "manifest.csv"), "--out", str(tmp_path / "m2"),
+                                  "--intensity", "equalise"])
+    assert r.exit_code != 0 and "--spacing" in r.output
     # the top of the trained range is censored: "at least N months", never a number
     p.card.qc["mature_from_months"] = {"F": 0.0, "M": 0.0}  # as if every estimate reached it
     got = p.predict(k.pixels, "F", spacing_mm=k.truth.pixel_spacing_mm)

@@ -186,8 +186,9 @@ def test_predict_cli_json(tmp_path):
 
 
 def test_training_killed_mid_fold_resumes_where_it_stopped(cohort, tmp_path):
-    """A real subprocess is killed after an epoch checkpoint; the rerun resumes at the next epoch and the
-    fold's history runs 1..N once, without repeating or skipping an epoch."""
+    """A real subprocess is killed after an epoch checkpoint; the rerun resumes at the next epoch, the
+    fold's history runs 1..N once, without repeating or skipping an epoch, and the weights are those of a run
+    never cut off (the augmentations' random stream is resumed too)."""
     import signal
 
     out = tmp_path / "resume"
@@ -211,6 +212,11 @@ def test_training_killed_mid_fold_resumes_where_it_stopped(cohort, tmp_path):
     for fm in card.fold_metrics:
         assert [h["epoch"] for h in fm["history"]] == list(range(1, 9))
     assert not (out / ".resume").exists()
+    whole = subprocess.run(cmd[:cmd.index("--out") + 1] + [str(tmp_path / "whole")] + cmd[cmd.index("--out") + 2 :],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    for k in range(2):
+        assert (out / f"fold_{k}.safetensors").read_bytes() == (tmp_path / "whole" / f"fold_{k}.safetensors").read_bytes()
 
 
 def test_slim_resnet_trains_with_light_augmentation_and_gives_gradcam(cohort, tmp_path):

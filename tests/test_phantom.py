@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from PIL import Image
 from scipy import ndimage
 
 from kneeage.imaging import load_radiograph
@@ -189,6 +190,31 @@ def test_the_same_subject_is_the_same_film_at_any_pixel_size():
         h, w = min(pa.shape[0], pb.shape[0]), min(pa.shape[1], pb.shape[1])
         assert np.abs(pa[:h, :w] - pb[:h, :w]).mean() < 0.05, i
     assert len(seen) >= 2, seen  # some subjects carry artefacts: the comparison is not vacuous
+
+
+def test_grey_scale_does_not_depend_on_the_pixel_size():
+    """Quantum noise is set per mm² and the processing LUT is set on the noise-free image, so a film with 16×
+    smaller pixels (16× noisier per pixel) is no brighter or darker once averaged down to the same grid: a
+    square LUT applied to per-pixel noise used to brighten by the noise variance (up to 0.012 here)."""
+    from PIL import Image
+
+    for i in range(6):
+        a, b = (render_knee(40 + 25 * i, "FM"[i % 2], rng=[6, i], size=s, standard=True) for s in (256, 1024))
+        pa, pb = np.asarray(Image.fromarray(a.pixels).reduce(4)), np.asarray(Image.fromarray(b.pixels).reduce(16))
+        h, w = min(pa.shape[0], pb.shape[0]), min(pa.shape[1], pb.shape[1])
+        assert np.abs(pb[:h, :w] - pa[:h, :w]).mean() < 0.006, i
+
+
+def test_cohort_knees_can_span_pixel_sizes(tmp_path):
+    """``knee_sizes`` renders the knee films at those sizes in turn (a training cohort across detectors); the
+    hand films keep ``size``, and the subjects are the same as at one size."""
+    man = write_cohort(tmp_path / "mixed", 4, seed=3, size=96, hands=True, fmt="png", knee_sizes=(64, 128))
+    one = write_cohort(tmp_path / "one", 4, seed=3, size=96, hands=True, fmt="png")
+    rows = [np.asarray(Image.open(tmp_path / "mixed" / f)).shape[0] for f in man.image]
+    assert rows == [64, 128, 64, 128]
+    assert all(np.asarray(Image.open(tmp_path / "mixed" / f)).shape[0] == 96 for f in man.hand_image)
+    assert (man.reference_bone_age_months == one.reference_bone_age_months).all()
+    assert man.pixel_spacing_mm.iloc[0] == pytest.approx(one.pixel_spacing_mm.iloc[0] * 96 / 64, rel=1e-3)
 
 
 def test_skeletal_maturity_is_in_the_truth_and_the_manifest(tmp_path):
