@@ -260,15 +260,15 @@ def carpal_bone_share(a, sex):
     return float((p[int(oy + 0.38 * H) : int(oy + 0.78 * H), cols] > soft + 0.15).mean())
 
 
-def finger_lines(a, seed):
-    """Dark lines crossing the middle finger between the palm and its tip: its three joints, and each
-    open physis until it fuses."""
+def finger_valleys(a, seed):
+    """Depths of the dark lines crossing the middle finger between the palm and its tip, deepest first: its
+    three joints, and each physis until it fuses (then only quantum noise, shallower)."""
     ph, ox, oy, H = _hand(a, "F", seed, 640)
     mm = ph.truth.pixel_spacing_mm
-    col, k, r = int(ox + 0.04 * H), max(1, int(0.6 / mm)), max(2, int(2.5 / mm))
+    col, k, r = int(ox + 0.04 * H), max(1, int(1.0 / mm)), max(2, int(2.5 / mm))
     prof = ndimage.gaussian_filter1d(ph.pixels[int(oy - 1.05 * H) : int(oy - 0.05 * H), col - k : col + k + 1].mean(1), 0.5)
-    return sum(1 for i in range(r, len(prof) - r) if prof[i] == prof[i - r : i + r + 1].min()
-               and min(prof[i - r : i].max(), prof[i + 1 : i + r + 1].max()) - prof[i] > 0.05)
+    return sorted((min(prof[i - r : i].max(), prof[i + 1 : i + r + 1].max()) - prof[i] for i in range(r, len(prof) - r)
+                   if prof[i] == prof[i - r : i + r + 1].min()), reverse=True) + [0.0] * 6
 
 
 def test_hand_carpals_appear_in_order_and_girls_lead():
@@ -279,8 +279,10 @@ def test_hand_carpals_appear_in_order_and_girls_lead():
 
 
 def test_hand_physes_fuse():
-    open_, fused = [finger_lines(a, s) for a in (60, 120) for s in (5, 6)], [finger_lines(a, s) for a in (204,) for s in (5, 6)]
-    assert min(open_) > max(fused), (open_, fused)
+    """Three joints and three open physes make six clear lines; once the physes fuse, the sixth deepest
+    valley is noise."""
+    sixth = {a: [finger_valleys(a, s)[5] for s in (5, 6)] for a in (60, 120, 204)}
+    assert min(sixth[60] + sixth[120]) > max(sixth[204]), sixth
 
 
 def test_same_seed_same_image_and_truth():
