@@ -21,7 +21,8 @@ Model (full account and sources in docs/phantoms.md):
   appear in the first 1-3 years and fuse at about 13-14.5 y (girls); the distal radius at about 15 y.
 * Image physics: projected thickness of ellipsoidal and cylindrical bones (cortex, medullary canal,
   trabecular texture) and a soft-tissue envelope; Beer-Lambert attenuation; scatter (a broad blurred
-  fraction of the primary); detector blur; Poisson quantum noise; log transform. Acquisition varies:
+  fraction of the primary); detector blur; log transform; quantum noise per mm² (so the same film at any
+  pixel size); CR edge enhancement and a display LUT. Acquisition varies:
   exposure, rotation, scale, translation, left/right, field of view and collimation, a burned-in
   laterality marker, MONOCHROME1/2, 10- to 16-bit, pixel spacing.
 """
@@ -299,7 +300,7 @@ class _Canvas:
 
 
 def _expose(rng, grid, acq: _Acq, soft_mm, bone_mm, marker: str, metal_mm=None):
-    """Beer-Lambert, scatter, blur, quantum noise, log; CR edge enhancement and grid lines; then
+    """Beer-Lambert, scatter, blur, log, quantum noise; CR edge enhancement, the display LUT and grid lines; then
     collimation, the burned-in marker and storage. ``grid`` draws the quantum noise (one value per pixel)."""
     atten = MU_SOFT * soft_mm + MU_BONE * bone_mm
     if metal_mm is not None:

@@ -92,9 +92,6 @@ def to_input(pixels: np.ndarray, size: int, box="full", percentiles=(1, 99)) -> 
     return out
 
 
-INTENSITIES = ("percentile", "equalise")
-
-
 def normalisation_text(spacing_mm: float | None, intensity: str = "percentile") -> str:
     """The model card's one-line description of the preprocessing."""
     if spacing_mm is None:
